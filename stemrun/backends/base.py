@@ -1,0 +1,158 @@
+"""The result backend contract: status records, progress and worker heartbeats.
+
+Writes are fenced: a transition is ignored once the record is terminal or when it comes from an
+older attempt than the one recorded, so the first terminal result wins and a stale owner's late
+write changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stemrun.errors import BackendError
+from stemrun.state import TERMINAL, TaskState
+from stemrun.url import mask_url, scheme_of
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRecord:
+    """The stored outcome of one task (SPEC §4)."""
+
+    id: str
+    task: str
+    state: TaskState
+    queue: str
+    attempt: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    progress: float | None = None
+    progress_meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    dead_letter_reason: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    expires_at: float | None = None  # when the stored record may be dropped (result TTL)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with every field."""
+        data = dataclasses.asdict(self)
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StatusRecord:
+        """Rebuild a record from `to_dict()` output (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["state"] = TaskState(values["state"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A fenced change of one record: new state, the attempt making it, and fields to set.
+
+    `changes` keys are StatusRecord field names; `meta` is merged key by key, the rest replaced.
+    """
+
+    task_id: str
+    attempt: int
+    state: TaskState
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def apply_transition(record: StatusRecord, change: Transition) -> StatusRecord | None:
+    """The record after `change`, or None when fencing rejects it. Shared by every backend."""
+    if record.state in TERMINAL or change.attempt < record.attempt:
+        return None
+    values = dict(change.changes)
+    if "meta" in values:
+        values["meta"] = {**record.meta, **values["meta"]}
+    return dataclasses.replace(record, state=change.state, attempt=change.attempt, **values)
+
+
+class Backend(ABC):
+    """Store and read task status records.
+
+    All methods raise BackendError (or BackendUnavailable) on store failures.
+    """
+
+    url: str
+
+    @abstractmethod
+    def create(self, records: Sequence[StatusRecord]) -> list[bool]:
+        """Insert records that do not exist yet (one transaction); True where inserted."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> StatusRecord | None:
+        """The record, or None when unknown or expired."""
+
+    @abstractmethod
+    def transition(self, changes: Sequence[Transition]) -> list[bool]:
+        """Apply fenced transitions (one transaction); False where fencing rejected one."""
+
+    @abstractmethod
+    def replace(self, record: StatusRecord) -> None:
+        """Overwrite a record unconditionally (DLQ replay resets a terminal record)."""
+
+    @abstractmethod
+    def delete(self, task_ids: Sequence[str]) -> None:
+        """Remove records (a failed publish undoes its records)."""
+
+    @abstractmethod
+    def set_progress(
+        self, task_id: str, attempt: int, fraction: float | None, meta: Mapping[str, Any]
+    ) -> bool:
+        """Record progress of a running attempt; False when fenced out."""
+
+    @abstractmethod
+    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
+        """Publish a worker heartbeat that expires after `ttl_s` without renewal."""
+
+    @abstractmethod
+    def workers(self) -> list[dict[str, Any]]:
+        """Heartbeats of every worker seen within its TTL."""
+
+    @abstractmethod
+    def remove_worker(self, worker_id: str) -> None:
+        """Drop a worker's heartbeat (clean shutdown)."""
+
+    @abstractmethod
+    def purge_expired(self, now: float) -> int:
+        """Delete records whose result TTL has passed; returns how many."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_backend(url: str, *, namespace: str = "stem", base_dir: Path | None = None) -> Backend:
+    """Open the result backend for `url`.
+
+    Raises BackendError for an unknown scheme or a store that cannot be a backend.
+    """
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from stemrun.backends.memory import MemoryBackend
+
+        return MemoryBackend.shared(url, namespace=namespace)
+    if scheme == "sqlite":
+        from stemrun.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(url, namespace=namespace, base_dir=base_dir)
+    if scheme in ("redis", "rediss", "postgres", "postgresql"):
+        raise BackendError(f"result backend {mask_url(url)}: not available yet")
+    raise BackendError(
+        f"result backend {mask_url(url)}: unknown URL scheme {scheme!r} "
+        "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
+    )

@@ -1,0 +1,161 @@
+"""The broker contract: move envelope bytes between producers and workers, with leases.
+
+A broker never decodes bodies; it knows a message by its task id, queue, priority and due time.
+Every broker keeps per-queue dead letters. Stores choose a broker with `open_broker(url)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stemrun.errors import BrokerError
+from stemrun.url import mask_url, scheme_of
+
+#: A message delivered more than this many times (the worker holding it died each time) is a
+#: poison message and goes to the dead letters with reason max-deliveries-exceeded.
+MAX_DELIVERIES = 6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """An envelope to publish."""
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int = 0
+    eta: float | None = None  # epoch seconds; None means deliverable now
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """A leased message handed to one consumer; `receipt` fences acks from stale owners."""
+
+    id: str
+    queue: str
+    body: bytes
+    priority: int
+    receipt: str
+    deliveries: int  # 1 on the first delivery of this attempt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A message parked in a queue's dead-letter store."""
+
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    task: str | None
+    attempt: int
+    dead_at: float
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStats:
+    """Counts for one queue at one moment."""
+
+    pending: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    dead: int = 0
+
+
+class Broker(ABC):
+    """Publish, lease, acknowledge and dead-letter messages.
+
+    All methods raise BrokerError (or BrokerUnavailable) on store failures; nothing from the
+    underlying client library escapes.
+    """
+
+    url: str
+
+    @abstractmethod
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Publish all messages atomically (one transaction or round trip)."""
+
+    @abstractmethod
+    def fetch(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        consumer: str,
+        lease_s: float,
+        block_s: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease up to `limit` due messages, earlier queues first, higher priority first.
+
+        Messages whose lease expired are delivered again (with `deliveries` incremented). Waits
+        up to `block_s` for something to become due when nothing is ready.
+        """
+
+    @abstractmethod
+    def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> list[bool]:
+        """Renew leases; False for a delivery this consumer no longer owns."""
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Remove finished messages; False (and nothing changed) for a stale receipt."""
+
+    @abstractmethod
+    def requeue(self, delivery: Delivery, body: bytes, eta: float | None) -> bool:
+        """Atomically replace a leased message by `body` due at `eta` (a retry)."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, entry: DeadLetter) -> bool:
+        """Atomically move a leased message to its queue's dead letters."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, oldest first, of one queue or all."""
+
+    @abstractmethod
+    def dead_letter_get(self, task_id: str) -> DeadLetter | None:
+        """One dead letter by task id."""
+
+    @abstractmethod
+    def replay(self, task_id: str, body: bytes, eta: float | None) -> bool:
+        """Atomically remove a dead letter and publish `body` in its place; False if absent."""
+
+    @abstractmethod
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        """Delete dead letters of one queue or all; returns how many."""
+
+    @abstractmethod
+    def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
+        """Pending, delayed, in-flight and dead counts per queue."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_broker(url: str, *, namespace: str = "stem", base_dir: Path | None = None) -> Broker:
+    """Open the broker for `url`.
+
+    Raises BrokerError for an unknown scheme or a store that cannot be a broker.
+    """
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from stemrun.brokers.memory import MemoryBroker
+
+        return MemoryBroker.shared(url, namespace=namespace)
+    if scheme == "sqlite":
+        from stemrun.brokers.sqlite import SqliteBroker
+
+        return SqliteBroker(url, namespace=namespace, base_dir=base_dir)
+    if scheme in ("redis", "rediss"):
+        raise BrokerError(f"broker {mask_url(url)}: the Redis broker is not available yet")
+    if scheme in ("postgres", "postgresql"):
+        raise BrokerError(f"broker {mask_url(url)}: Postgres cannot serve as the broker")
+    raise BrokerError(
+        f"broker {mask_url(url)}: unknown URL scheme {scheme!r} "
+        "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
+    )
