@@ -73,15 +73,15 @@ class HandlerImportError(StemrunError):
     """A task's handler path does not import."""
 
 
-class SoftTimeLimitExceeded(BaseException):  # noqa: N818 - public name fixed by the spec
+class SoftTimeLimitExceeded(BaseException):
     """Raised inside a running task when its soft time limit passes, so it can clean up."""
 
 
-class WorkerShutdown(BaseException):  # noqa: N818 - an interrupt, not an error
+class WorkerShutdown(BaseException):
     """Raised to stop a worker immediately."""
 
 
-class Retry(BaseException):  # noqa: N818 - control flow raised by ctx.retry()
+class Retry(BaseException):
     """Raised by `TaskContext.retry()` to schedule another attempt."""
 
     def __init__(

@@ -64,7 +64,7 @@ class Registry:
             raise TaskNotRegistered(f"task {name!r} is not declared in stem.yaml") from None
 
     def handler(self, name: str) -> Handler:
-        """The task's handler, imported on first use. Raises TaskNotRegistered/HandlerImportError."""
+        """The handler, imported on first use. Raises TaskNotRegistered, HandlerImportError."""
         handler = self._handlers.get(name)
         if handler is None:
             handler = load_handler(self.task(name).handler)
