@@ -1,0 +1,129 @@
+-- Named queries of the SQLite broker. `{ns}` is the namespace; loaded by stemrun.sqlite_db.
+--
+-- A message row is in one of three states:
+--   0 ready    deliverable now, ordered by priority DESC then seq (FIFO)
+--   1 delayed  due_at is its eta
+--   2 leased   due_at is its lease expiry, receipt fences its owner
+-- Time never writes to the database, so each fetch first promotes delayed rows whose eta passed
+-- and leased rows whose lease expired back to ready (keeping their receipt, so an owner whose
+-- lease lapsed but that nobody took over can still ack). Partial indexes keep both the ready scan
+-- and the promotion O(log n).
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS {ns}_messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    due_at REAL,
+    receipt TEXT,
+    deliveries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS {ns}_messages_ready
+    ON {ns}_messages (queue, priority DESC, seq) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS {ns}_messages_timer
+    ON {ns}_messages (due_at) WHERE state > 0;
+CREATE INDEX IF NOT EXISTS {ns}_messages_id ON {ns}_messages (id);
+CREATE TABLE IF NOT EXISTS {ns}_dead_letters (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    task TEXT,
+    attempt INTEGER NOT NULL,
+    dead_at REAL NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS {ns}_dead_letters_queue ON {ns}_dead_letters (queue, dead_at);
+CREATE INDEX IF NOT EXISTS {ns}_dead_letters_age ON {ns}_dead_letters (dead_at);
+
+-- name: publish
+INSERT INTO {ns}_messages (id, queue, priority, body, state, due_at)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: promote_due
+UPDATE {ns}_messages SET state = 0, due_at = NULL
+WHERE state > 0 AND due_at <= :now;
+
+-- name: lease
+UPDATE {ns}_messages
+SET state = 2,
+    due_at = :lease_until,
+    receipt = lower(hex(randomblob(16))),
+    deliveries = deliveries + 1
+WHERE seq IN (
+    SELECT seq FROM {ns}_messages
+    WHERE queue = :queue AND state = 0
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+)
+RETURNING seq, id, queue, body, priority, receipt, deliveries;
+
+-- name: next_due
+SELECT min(due_at) FROM {ns}_messages WHERE state > 0;
+
+-- name: extend
+UPDATE {ns}_messages SET state = 2, due_at = :lease_until
+WHERE id = :id AND receipt = :receipt;
+
+-- name: ack
+DELETE FROM {ns}_messages WHERE id = :id AND receipt = :receipt;
+
+-- name: requeue
+-- A retry goes to the back of its priority level, like a fresh publish, hence the new seq.
+UPDATE {ns}_messages
+SET seq = (SELECT coalesce(max(seq), 0) + 1 FROM {ns}_messages),
+    body = :body,
+    state = :state,
+    due_at = :due_at,
+    receipt = NULL,
+    deliveries = 0
+WHERE id = :id AND receipt = :receipt;
+
+-- name: take_leased
+DELETE FROM {ns}_messages WHERE id = :id AND receipt = :receipt
+RETURNING priority;
+
+-- name: put_dead_letter
+INSERT OR REPLACE INTO {ns}_dead_letters
+    (id, queue, priority, body, reason, task, attempt, dead_at, error)
+VALUES (:id, :queue, :priority, :body, :reason, :task, :attempt, :dead_at, :error);
+
+-- name: dead_letters_of_queue
+SELECT id, queue, body, reason, task, attempt, dead_at, error FROM {ns}_dead_letters
+WHERE queue = :queue
+ORDER BY dead_at, rowid
+LIMIT :limit;
+
+-- name: dead_letters_all
+SELECT id, queue, body, reason, task, attempt, dead_at, error FROM {ns}_dead_letters
+ORDER BY dead_at, rowid
+LIMIT :limit;
+
+-- name: dead_letter_get
+SELECT id, queue, body, reason, task, attempt, dead_at, error FROM {ns}_dead_letters
+WHERE id = :id;
+
+-- name: take_dead_letter
+DELETE FROM {ns}_dead_letters WHERE id = :id
+RETURNING queue, priority;
+
+-- name: purge_dead_letters_of_queue
+DELETE FROM {ns}_dead_letters WHERE queue = :queue;
+
+-- name: purge_dead_letters_all
+DELETE FROM {ns}_dead_letters;
+
+-- name: queue_stats
+SELECT
+    coalesce(sum(state = 0 OR due_at <= :now), 0),
+    coalesce(sum(state = 1 AND due_at > :now), 0),
+    coalesce(sum(state = 2 AND due_at > :now), 0)
+FROM {ns}_messages
+WHERE queue = :queue;
+
+-- name: dead_count
+SELECT count(*) FROM {ns}_dead_letters WHERE queue = :queue;

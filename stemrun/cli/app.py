@@ -1,0 +1,24 @@
+"""The `stemrun` command line: one Typer app, each command in the module for its topic."""
+
+from __future__ import annotations
+
+import typer
+
+from stemrun.cli import dlq, produce, project, run
+
+app = typer.Typer(
+    name="stemrun",
+    help="Background tasks for Python, declared in one stem.yaml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+project.register(app)
+run.register(app)
+produce.register(app)
+app.add_typer(dlq.app, name="dlq")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

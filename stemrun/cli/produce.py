@@ -1,0 +1,184 @@
+"""`enqueue` and `status`: publish a task from the shell and read its outcome."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from stemrun.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigOpt,
+    JsonOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    exits,
+    load,
+    print_json,
+)
+from stemrun.client import Stem, TaskStatus
+from stemrun.errors import UsageError, WaitTimeout
+from stemrun.state import TaskState
+
+TimeoutOpt = Annotated[
+    str | None, typer.Option("--timeout", help="Give up waiting after this duration (e.g. 30s).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("enqueue")(enqueue)
+    app.command("status")(status)
+
+
+@exits
+def enqueue(
+    task: Annotated[str, typer.Argument(help="Task name declared in stem.yaml.")],
+    args: Annotated[str | None, typer.Option("--args", help="Arguments as a JSON object.")] = None,
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", "-a", help="One argument as key=value.")
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="One header as key=value.")
+    ] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-Q", help="Queue override.")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="0..9, higher first.")] = None,
+    countdown: Annotated[str | None, typer.Option("--countdown", help="Delay, e.g. 10s.")] = None,
+    eta: Annotated[str | None, typer.Option("--eta", help="ISO-8601 start time.")] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="Cancel if not started in.")
+    ] = None,
+    task_id: Annotated[str | None, typer.Option("--id", help="Task id (idempotent).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final status.")] = False,
+    timeout: TimeoutOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Publish a task and print its id (with --wait: its final status as JSON)."""
+    loaded = load(config, log_level, log_format)
+    with Stem(loaded) as stem:
+        new_id = stem.enqueue(
+            task,
+            args=_parse_args(args, arg or []),
+            headers=_pairs(header or [], "--header", parse_values=False),
+            queue=queue,
+            priority=priority,
+            countdown=_duration(countdown, "--countdown"),
+            eta=_iso(eta),
+            expires=_duration(expires, "--expires"),
+            task_id=task_id,
+        )
+        if not wait:
+            typer.echo(new_id)
+            return
+        typer.echo(new_id, err=True)
+        raise typer.Exit(_wait_and_print(stem, new_id, _duration(timeout, "--timeout")))
+
+
+@exits
+def status(
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a terminal state.")] = False,
+    timeout: TimeoutOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a task's status; exit 1 for an unknown id (with --wait: unless it succeeded)."""
+    loaded = load(config, log_level, log_format)
+    with Stem(loaded) as stem:
+        current = stem.status(task_id)
+        if wait and current.state is not TaskState.UNKNOWN:
+            raise typer.Exit(
+                _wait_and_print(stem, task_id, _duration(timeout, "--timeout"), json_out)
+            )
+        _show(current, json_out)
+        raise typer.Exit(EXIT_FAILED if current.state is TaskState.UNKNOWN else EXIT_OK)
+
+
+def _wait_and_print(stem: Stem, task_id: str, timeout: float | None, as_json: bool = True) -> int:
+    try:
+        final = stem.wait(task_id, timeout=timeout)
+    except WaitTimeout as exc:
+        _show(stem.status(task_id), as_json)
+        typer.echo(f"timed out: {exc}", err=True)
+        return EXIT_FAILED
+    _show(final, as_json)
+    return EXIT_OK if final.state is TaskState.SUCCEEDED else EXIT_FAILED
+
+
+def _show(record: TaskStatus, as_json: bool) -> None:
+    data = _public(record)
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if value not in (None, {}, []):
+            shown = value if isinstance(value, str) else json.dumps(value, default=str)
+            typer.echo(f"{key:19} {shown}")
+
+
+def _public(record: TaskStatus) -> dict[str, Any]:
+    if record.state is TaskState.UNKNOWN:
+        return {"id": record.id, "state": "unknown"}
+    data = record.to_dict()
+    data.pop("expires_at", None)
+    return data
+
+
+def _parse_args(raw: str | None, pairs: list[str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise UsageError(f"--args is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise UsageError(f"--args must be a JSON object, got {type(parsed).__name__}")
+        args.update(parsed)
+    args.update(_pairs(pairs, "--arg", parse_values=True))
+    return args
+
+
+def _pairs(items: list[str], flag: str, *, parse_values: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects key=value, got {item!r}")
+        out[key] = _json_or_text(value) if parse_values else value
+    return out
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _duration(value: str | None, flag: str) -> float | None:
+    from stemrun.config import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+def _iso(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"--eta is not an ISO-8601 datetime: {value!r}") from exc
+    # A time without an offset is read as UTC, never as the machine's local time.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

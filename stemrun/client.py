@@ -1,0 +1,338 @@
+"""The producer side: `Stem` enqueues tasks, reads their status and manages dead letters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from stemrun.backends.base import Backend, StatusRecord, open_backend
+from stemrun.brokers.base import Broker, DeadLetter, Message, open_broker
+from stemrun.clock import Clock, SystemClock
+from stemrun.config.model import Config
+from stemrun.envelope import Envelope, encode, peek_task, with_delivery
+from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
+from stemrun.registry import Registry
+from stemrun.state import TERMINAL, TaskState
+
+#: The public name of a status record.
+TaskStatus = StatusRecord
+
+#: How often `wait` polls the result backend; low enough for ~ms latency, cheap on every store.
+WAIT_POLL_S = 0.01
+
+When = float | datetime  # epoch seconds or an aware datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueOptions:
+    """Per-call options of an enqueue; None means the task's configured default."""
+
+    headers: Mapping[str, Any] | None = None
+    queue: str | None = None
+    priority: int | None = None
+    countdown: float | None = None
+    eta: When | None = None
+    expires: float | When | None = None
+    task_id: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+
+
+class Stem:
+    """A connection to one stemrun deployment, described by its stem.yaml."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        broker: Broker | None = None,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = Registry(config)
+        self.clock: Clock = clock or SystemClock()
+        self._broker = broker
+        self._backend = backend
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> Stem:
+        """Load stem.yaml (default `$STEM_CONFIG`, else ./stem.yaml). Raises ConfigError."""
+        from stemrun.config import load_config
+
+        return cls(load_config(path))
+
+    @property
+    def broker(self) -> Broker:
+        """The broker, opened on first use."""
+        if self._broker is None:
+            self._broker = open_broker(
+                self.config.broker, namespace=self.config.namespace, base_dir=self.config.root_dir
+            )
+        return self._broker
+
+    @property
+    def backend(self) -> Backend:
+        """The result backend, opened on first use."""
+        if self._backend is None:
+            self._backend = open_backend(
+                self.config.result_backend,
+                namespace=self.config.namespace,
+                base_dir=self.config.root_dir,
+            )
+        return self._backend
+
+    def enqueue(
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: When | None = None,
+        expires: float | When | None = None,
+        task_id: str | None = None,
+        parent_id: str | None = None,
+        root_id: str | None = None,
+    ) -> str:
+        """Publish one task and return its id; an id that already exists is not published again.
+
+        Raises TaskNotRegistered, UnknownQueue or UsageError for bad input (nothing published),
+        BrokerError/BackendError when a store fails.
+        """
+        options = EnqueueOptions(
+            headers=headers,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+            parent_id=parent_id,
+            root_id=root_id,
+        )
+        return self.enqueue_many([(task, args or {}, options)])[0]
+
+    def enqueue_many(
+        self,
+        items: Iterable[
+            tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], EnqueueOptions]
+        ],
+    ) -> list[str]:
+        """Publish a batch in one store round trip; returns the ids in order.
+
+        Every item is validated before anything is published.
+        """
+        now = self.clock.now()
+        envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
+        records = [_queued_record(env) for env in envelopes]
+        created = self.backend.create(records)
+        fresh = [env for env, is_new in zip(envelopes, created, strict=True) if is_new]
+        try:
+            self.broker.publish([_message(env) for env in fresh])
+        except BaseException:
+            self.backend.delete([env.id for env in fresh])
+            raise
+        return [env.id for env in envelopes]
+
+    def status(self, task_id: str) -> TaskStatus:
+        """The task's status record; state `unknown` for an id never enqueued (or expired)."""
+        record = self.backend.get(task_id)
+        if record is None:
+            return StatusRecord(id=task_id, task="", state=TaskState.UNKNOWN, queue="")
+        return record
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """Block until the task is terminal and return its status.
+
+        Works from any process: it polls the result backend. Raises WaitTimeout (a
+        TimeoutError) when `timeout` seconds pass first, UsageError for an unknown id.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(task_id)
+            if status.state is TaskState.UNKNOWN:
+                raise UsageError(f"task {task_id!r} is unknown")
+            if status.state in TERMINAL:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"task {task_id!r} still {status.state} after {timeout}s")
+            time.sleep(WAIT_POLL_S)
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, oldest first. Raises UnknownQueue for an undeclared queue."""
+        if queue is not None:
+            self._check_queue(queue)
+        return self.broker.dead_letters(queue, limit)
+
+    def replay(self, entries: Sequence[DeadLetter], *, delay: float = 0.0) -> list[str]:
+        """Re-enqueue dead letters under the same ids with a fresh retry budget.
+
+        Each status returns to `queued` with the replay recorded in `meta`.
+        """
+        now = self.clock.now()
+        eta = now + delay if delay > 0 else None
+        replayed = []
+        for entry in entries:
+            try:
+                body = with_delivery(entry.body, attempt=0, eta=eta)
+            except DecodeError:
+                body = entry.body  # undecodable: replay as is, it will dead-letter again
+            self.backend.replace(self._replayed_record(entry, now))
+            if self.broker.replay(entry.id, body, eta):
+                replayed.append(entry.id)
+        return replayed
+
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        """Delete dead letters of one queue or all; returns how many."""
+        if queue is not None:
+            self._check_queue(queue)
+        return self.broker.purge_dead_letters(queue)
+
+    def close(self) -> None:
+        """Close the store connections."""
+        for store in (self._broker, self._backend):
+            if store is not None:
+                store.close()
+        self._broker = self._backend = None
+
+    def __enter__(self) -> Stem:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _build(
+        self, task: str, args: Mapping[str, Any], options: EnqueueOptions, now: float
+    ) -> Envelope:
+        spec = self.registry.task(task)
+        queue = options.queue or spec.queue
+        self._check_queue(queue)
+        priority = spec.priority if options.priority is None else options.priority
+        if not 0 <= priority <= 9:
+            raise UsageError(f"priority must be between 0 and 9, got {priority}")
+        expires = options.expires if options.expires is not None else spec.expires_s
+        return Envelope(
+            id=options.task_id or uuid.uuid4().hex,
+            task=task,
+            queue=queue,
+            args=_json_object(args, "args"),
+            headers=_json_object(options.headers or {}, "headers"),
+            priority=priority,
+            created_at=now,
+            expires_at=_deadline(expires, now),
+            parent_id=options.parent_id,
+            root_id=options.root_id,
+            eta=_eta(options.countdown, options.eta, now),
+        )
+
+    def _check_queue(self, queue: str) -> None:
+        declared = set(self.config.queues) | {self.config.default_queue}
+        if queue not in declared:
+            known = ", ".join(sorted(declared))
+            raise UnknownQueue(f"queue {queue!r} is not declared in stem.yaml (declared: {known})")
+
+    def _replayed_record(self, entry: DeadLetter, now: float) -> StatusRecord:
+        old = self.backend.get(entry.id)
+        if old is None:
+            task, _ = peek_task(entry.body)
+            old = StatusRecord(
+                id=entry.id,
+                task=task or "",
+                state=TaskState.QUEUED,
+                queue=entry.queue,
+                created_at=now,
+            )
+        replays = int(old.meta.get("replays", 0)) + 1
+        return dataclasses.replace(
+            old,
+            state=TaskState.QUEUED,
+            attempt=0,
+            result=None,
+            error=None,
+            progress=None,
+            progress_meta={},
+            started_at=None,
+            finished_at=None,
+            dead_letter_reason=None,
+            expires_at=None,
+            meta={
+                **old.meta,
+                "replays": replays,
+                "replayed_at": now,
+                "replayed_from": entry.reason,
+            },
+        )
+
+
+def _options(
+    item: tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], EnqueueOptions],
+) -> EnqueueOptions:
+    return item[2] if len(item) == 3 else EnqueueOptions()
+
+
+def _json_object(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
+    try:
+        return dict(json.loads(json.dumps(value, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be JSON-serialisable: {exc}") from exc
+
+
+def _epoch(when: When) -> float:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise UsageError(f"datetime {when.isoformat()} needs a timezone (UTC offset)")
+        return when.timestamp()
+    return float(when)
+
+
+def _eta(countdown: float | None, eta: When | None, now: float) -> float | None:
+    if countdown is not None and eta is not None:
+        raise UsageError("give either countdown or eta, not both")
+    if countdown is not None:
+        if countdown < 0:
+            raise UsageError(f"countdown must not be negative, got {countdown}")
+        return now + countdown if countdown > 0 else None
+    return None if eta is None else _epoch(eta)
+
+
+def _deadline(expires: float | When | None, now: float) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return _epoch(expires)
+    return now + float(expires)
+
+
+def _queued_record(env: Envelope) -> StatusRecord:
+    return StatusRecord(
+        id=env.id,
+        task=env.task,
+        state=TaskState.QUEUED,
+        queue=env.queue,
+        args=env.args,
+        created_at=env.created_at,
+        parent_id=env.parent_id,
+        root_id=env.root_id,
+        meta={"headers": env.headers} if env.headers else {},
+    )
+
+
+def _message(env: Envelope) -> Message:
+    return Message(id=env.id, queue=env.queue, body=encode(env), priority=env.priority, eta=env.eta)
