@@ -6,8 +6,6 @@ They run on the interpolated, overlaid data (before defaults), skip values of th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import re
 import zoneinfo
@@ -16,10 +14,10 @@ from typing import Any
 
 from stemrun.config.duration import parse_duration
 from stemrun.config.problem import Problem, YamlPath
+from stemrun.config.signing_keys import check_signing
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _HANDLER = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$")
-_ED25519_KEY_BYTES = 32
 
 
 def _entries(data: dict[str, Any], section: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -133,8 +131,6 @@ def _check_timezones(data: dict[str, Any]) -> Iterator[Problem]:
 
 def check(data: Any) -> list[Problem]:
     """Every cross-reference and consistency problem in the (schema-shaped) data."""
-    from stemrun.config.signing_check import check_signing
-
     if not isinstance(data, dict):
         return []
     problems: list[Problem] = []
@@ -142,7 +138,3 @@ def check(data: Any) -> list[Problem]:
         problems.extend(checker(data))
     problems.extend(check_signing(data.get("signing")))
     return problems
-
-
-__all__ = ["check", "declared_queues"]
-_ = (base64, binascii, _ED25519_KEY_BYTES)

@@ -1,4 +1,4 @@
-"""Real time limits on the process pool: hard kills and replaces the child, soft lets it clean up."""
+"""Real time limits on the process pool: hard kills and replaces the child; soft allows cleanup."""
 
 from __future__ import annotations
 
