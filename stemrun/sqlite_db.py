@@ -8,6 +8,7 @@ Brokers and backends never import each other; both build on this module.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sqlite3
 import threading
@@ -89,6 +90,8 @@ class SqliteDatabase:
         self.error = error
         self.queries = queries
         self.lock = threading.Lock()
+        self._base_dir = base_dir
+        self._pid = os.getpid()
         self.conn = self._open(base_dir)
 
     def fail(self, what: str, exc: BaseException | None = None) -> StemrunError:
@@ -128,10 +131,20 @@ class SqliteDatabase:
             conn.execute("ROLLBACK")
             raise
 
+    def _owned_lock(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            # A forked child must never use its parent's connection (SQLite forbids it) nor
+            # its lock (another thread may have held it at fork time): start afresh, and leave
+            # the inherited connection unclosed so the parent's file state is not disturbed.
+            self._pid = os.getpid()
+            self.lock = threading.Lock()
+            self.conn = self._open(self._base_dir)
+        return self.lock
+
     @contextmanager
     def write(self, what: str) -> Iterator[sqlite3.Connection]:
         """Run the block in one BEGIN IMMEDIATE transaction; raises `error` on failure."""
-        with self.lock:
+        with self._owned_lock():
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -156,7 +169,7 @@ class SqliteDatabase:
     @contextmanager
     def read(self, what: str) -> Iterator[sqlite3.Connection]:
         """Run the block's reads (autocommit); raises `error` on failure."""
-        with self.lock:
+        with self._owned_lock():
             try:
                 yield self.conn
             except sqlite3.Error as exc:

@@ -20,6 +20,7 @@ from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueSta
 from stemrun.clock import Clock, SystemClock
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
+_MAX_WAIT_S = 0.05
 
 
 @dataclass(slots=True)
@@ -176,7 +177,8 @@ class MemoryBroker(Broker):
                 if self._timers:
                     # Promotion left only future timers, so this wait is positive.
                     remaining = min(remaining, self._timers[0][0] - self.clock.now())
-                self._cond.wait(max(remaining, 0.001))
+                # Capped so that a clock that jumps (ManualClock in tests) is noticed soon.
+                self._cond.wait(min(max(remaining, 0.001), _MAX_WAIT_S))
 
     def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> list[bool]:
         """Renew leases still held under their receipts."""

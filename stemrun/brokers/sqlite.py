@@ -68,9 +68,7 @@ class SqliteBroker(Broker):
     def publish(self, messages: Sequence[Message]) -> None:
         """Insert all messages in one transaction; raises BrokerError."""
         now = self.clock.now()
-        rows = [
-            (m.id, m.queue, m.priority, m.body, *self._state_of(m.eta, now)) for m in messages
-        ]
+        rows = [(m.id, m.queue, m.priority, m.body, *self._state_of(m.eta, now)) for m in messages]
         with self._db.write("publish") as conn:
             conn.executemany(self._q["publish"], rows)
         self._wrote()
@@ -90,7 +88,7 @@ class SqliteBroker(Broker):
             found, next_due = self._lease(queues, limit, lease_s)
             if found or limit <= 0 or time.monotonic() >= deadline:
                 return found
-            self._wait_for_work(deadline, next_due)
+            self._wait_for_work(queues, deadline, next_due)
 
     def _lease(
         self, queues: Sequence[str], limit: int, lease_s: float
@@ -98,20 +96,31 @@ class SqliteBroker(Broker):
         now = self.clock.now()
         found: list[Delivery] = []
         with self._db.write("fetch") as conn:
-            conn.execute(self._q["promote_due"], {"now": now})
             for queue in queues:
                 if len(found) >= limit:
                     break
+                conn.execute(self._q["promote_due"], {"queue": queue, "now": now})
                 params = {"queue": queue, "limit": limit - len(found), "lease_until": now + lease_s}
                 rows = conn.execute(self._q["lease"], params).fetchall()
                 # RETURNING gives no order guarantee; restore priority, then FIFO.
                 rows.sort(key=lambda row: (-row[4], row[0]))
                 found.extend(_delivery(row) for row in rows)
-            next_due = None if found else conn.execute(self._q["next_due"]).fetchone()[0]
+            next_due = None if found else self._next_due(conn, queues)
         return found, next_due
 
-    def _wait_for_work(self, deadline: float, next_due: float | None) -> None:
-        """Sleep in short steps until another writer commits, a message is due, or time is up."""
+    def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
+        dues = [conn.execute(self._q["next_due"], {"queue": q}).fetchone()[0] for q in queues]
+        return min((due for due in dues if due is not None), default=None)
+
+    def _wait_for_work(
+        self, queues: Sequence[str], deadline: float, next_due: float | None
+    ) -> None:
+        """Sleep in short steps until work may be there or `deadline` passes.
+
+        Wakes on a write through this object, a due timer, or another process's commit that
+        left a ready message; that last check is a cheap read, so the many commits of unrelated
+        status writes to the same file do not each cost a write lock. Raises BrokerError.
+        """
         version = self._db.data_version()
         with self._local_cond:
             local = self._local_writes
@@ -119,13 +128,20 @@ class SqliteBroker(Broker):
             if next_due is not None and self.clock.now() >= next_due:
                 return
             with self._local_cond:
+                if self._local_writes == local:
+                    self._local_cond.wait(min(POLL_INTERVAL_S, deadline - time.monotonic()))
                 if self._local_writes != local:
                     return
-                self._local_cond.wait(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
-                if self._local_writes != local:
-                    return
-            if self._db.data_version() != version:
-                return
+            current = self._db.data_version()
+            if current != version:
+                version = current
+                with self._db.read("poll for work") as conn:
+                    if self._any_ready(conn, queues):
+                        return
+                    next_due = self._next_due(conn, queues)
+
+    def _any_ready(self, conn: sqlite3.Connection, queues: Sequence[str]) -> bool:
+        return any(conn.execute(self._q["any_ready"], {"queue": q}).fetchone()[0] for q in queues)
 
     def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> list[bool]:
         """Renew leases still held under their receipts; raises BrokerError."""
@@ -213,9 +229,8 @@ class SqliteBroker(Broker):
         result: dict[str, QueueStats] = {}
         with self._db.read("queue stats") as conn:
             for queue in queues:
-                key = {"queue": queue, "now": now}
-                pending, delayed, in_flight = conn.execute(self._q["queue_stats"], key).fetchone()
-                (dead,) = conn.execute(self._q["dead_count"], key).fetchone()
+                row = conn.execute(self._q["queue_stats"], {"queue": queue, "now": now}).fetchone()
+                pending, delayed, in_flight, dead = row
                 result[queue] = QueueStats(
                     pending=pending, delayed=delayed, in_flight=in_flight, dead=dead
                 )

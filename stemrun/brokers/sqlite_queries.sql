@@ -4,10 +4,11 @@
 --   0 ready    deliverable now, ordered by priority DESC then seq (FIFO)
 --   1 delayed  due_at is its eta
 --   2 leased   due_at is its lease expiry, receipt fences its owner
--- Time never writes to the database, so each fetch first promotes delayed rows whose eta passed
--- and leased rows whose lease expired back to ready (keeping their receipt, so an owner whose
--- lease lapsed but that nobody took over can still ack). Partial indexes keep both the ready scan
--- and the promotion O(log n).
+-- Time never writes to the database, so each fetch first promotes the queue's delayed rows whose
+-- eta passed and leased rows whose lease expired back to ready (keeping their receipt, so an owner
+-- whose lease lapsed but that nobody took over can still ack). due_at is NULL exactly when a row
+-- is ready, so two partial indexes split the table: `ready` orders what can be leased, `timer`
+-- finds what is due; the lease, the promotion and every count are index range scans.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS {ns}_messages (
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS {ns}_messages (
 CREATE INDEX IF NOT EXISTS {ns}_messages_ready
     ON {ns}_messages (queue, priority DESC, seq) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS {ns}_messages_timer
-    ON {ns}_messages (due_at) WHERE state > 0;
+    ON {ns}_messages (queue, state, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {ns}_messages_id ON {ns}_messages (id);
 CREATE TABLE IF NOT EXISTS {ns}_dead_letters (
     id TEXT PRIMARY KEY,
@@ -46,7 +47,7 @@ VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: promote_due
 UPDATE {ns}_messages SET state = 0, due_at = NULL
-WHERE state > 0 AND due_at <= :now;
+WHERE queue = :queue AND state IN (1, 2) AND due_at <= :now;
 
 -- name: lease
 UPDATE {ns}_messages
@@ -62,8 +63,18 @@ WHERE seq IN (
 )
 RETURNING seq, id, queue, body, priority, receipt, deliveries;
 
+-- name: any_ready
+SELECT EXISTS (SELECT 1 FROM {ns}_messages WHERE queue = :queue AND state = 0);
+
 -- name: next_due
-SELECT min(due_at) FROM {ns}_messages WHERE state > 0;
+-- min(a, b) is NULL when either is, hence the coalesce pair.
+SELECT min(coalesce(delayed, leased), coalesce(leased, delayed)) FROM (
+    SELECT
+        (SELECT min(due_at) FROM {ns}_messages
+         WHERE queue = :queue AND state = 1 AND due_at IS NOT NULL) AS delayed,
+        (SELECT min(due_at) FROM {ns}_messages
+         WHERE queue = :queue AND state = 2 AND due_at IS NOT NULL) AS leased
+);
 
 -- name: extend
 UPDATE {ns}_messages SET state = 2, due_at = :lease_until
@@ -118,12 +129,11 @@ DELETE FROM {ns}_dead_letters WHERE queue = :queue;
 DELETE FROM {ns}_dead_letters;
 
 -- name: queue_stats
+-- A row whose eta or lease has passed counts as pending even before a fetch promotes it.
 SELECT
-    coalesce(sum(state = 0 OR due_at <= :now), 0),
-    coalesce(sum(state = 1 AND due_at > :now), 0),
-    coalesce(sum(state = 2 AND due_at > :now), 0)
-FROM {ns}_messages
-WHERE queue = :queue;
-
--- name: dead_count
-SELECT count(*) FROM {ns}_dead_letters WHERE queue = :queue;
+    (SELECT count(*) FROM {ns}_messages WHERE queue = :queue AND state = 0)
+    + (SELECT count(*) FROM {ns}_messages
+       WHERE queue = :queue AND state IN (1, 2) AND due_at <= :now),
+    (SELECT count(*) FROM {ns}_messages WHERE queue = :queue AND state = 1 AND due_at > :now),
+    (SELECT count(*) FROM {ns}_messages WHERE queue = :queue AND state = 2 AND due_at > :now),
+    (SELECT count(*) FROM {ns}_dead_letters WHERE queue = :queue);

@@ -2,7 +2,8 @@
 
 `${VAR}` always yields a string. So that `max_retries: ${RETRIES:-3}` or `timeout: ${T:-10}`
 work, a value that came from interpolation is converted when the schema accepts an integer, a
-number or a boolean at its path and the string reads as one (`"3"`, `"1.5"`, `"true"`/`"false"`).
+number or a boolean at its path and the string reads as one (`"3"`, `"1.5"`, `"true"`,
+`"false"`, `"1"`, `"0"`).
 Strings the user wrote literally, and interpolated strings where only a string is allowed (such
 as signing keys or task args), are left alone.
 """
@@ -18,13 +19,13 @@ from stemrun.config.schema import subschema
 
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
-_BOOLEANS = {"true": True, "false": False}
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def coerce(data: Any, paths: Iterable[YamlPath]) -> Any:
     """`data` with the values at `paths` converted to the type the schema expects there."""
     for path in sorted(paths, key=len):
-        data = _replace(data, path, _convert)
+        data = _replace(data, path)
     return data
 
 
@@ -44,10 +45,10 @@ def _convert(value: Any, path: YamlPath) -> Any:
     return value
 
 
-def _replace(data: Any, path: YamlPath, convert: Any) -> Any:
-    """Apply `convert` to the value at `path` in place, when the path exists."""
+def _replace(data: Any, path: YamlPath) -> Any:
+    """Convert the value at `path` in place, when the path exists."""
     if not path:
-        return convert(data, path)
+        return _convert(data, path)
     parent = data
     for part in path[:-1]:
         try:
@@ -56,7 +57,7 @@ def _replace(data: Any, path: YamlPath, convert: Any) -> Any:
             return data
     last = path[-1]
     try:
-        parent[last] = convert(parent[last], path)
+        parent[last] = _convert(parent[last], path)
     except (KeyError, IndexError, TypeError):
         pass
     return data

@@ -1,4 +1,4 @@
-"""Durations as users write them (`"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"1d"`, `30`) -> float seconds."""
+"""Durations as users write them (`"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"1d"`, `30`) -> seconds."""
 
 from __future__ import annotations
 

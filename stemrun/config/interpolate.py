@@ -75,7 +75,4 @@ def _malformed(token: str) -> str:
 
 
 def _unset(name: str) -> str:
-    return (
-        f"environment variable {name} is not set "
-        f"(use ${{{name}:-default}} to give a default)"
-    )
+    return f"environment variable {name} is not set (use ${{{name}:-default}} to give a default)"

@@ -44,8 +44,12 @@ def _mark(node: yaml.Node) -> Mark:
 
 
 def _syntax_error(exc: yaml.YAMLError) -> YamlSyntaxError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = getattr(exc, "problem_mark", None) or context_mark
     problem = getattr(exc, "problem", None) or str(exc)
+    if "<stream end>" in problem and context_mark is not None:
+        # The file ended inside an unclosed construct: point at where that construct starts.
+        mark = context_mark
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     where = (mark.line + 1, mark.column + 1) if mark is not None else None
@@ -87,13 +91,8 @@ class _Builder:
             child = (*path, key)
             if key in result and index >= merged and child in self.own_keys:
                 first = self.locations.keys[child][0]
-                self.problems.append(
-                    Problem(
-                        path=child,
-                        message=f"duplicate key '{key}' (first defined on line {first})",
-                        at_key=True,
-                    )
-                )
+                message = f"duplicate key '{key}' (first defined on line {first})"
+                self.problems.append(Problem(path=child, message=message, mark=_mark(key_node)))
                 continue
             if index >= merged:
                 self.own_keys.add(child)
@@ -102,7 +101,16 @@ class _Builder:
         return result
 
 
-def parse_yaml(text: str) -> tuple[Any, Locations, list[Problem]]:
+@dataclass(slots=True)
+class Document:
+    """Parsed config data, where each path is, and problems found while parsing."""
+
+    data: Any
+    locations: Locations = field(default_factory=Locations)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def parse_yaml(text: str) -> Document:
     """The document's data, where each path is, and duplicate-key problems.
 
     Raises YamlSyntaxError when the text is not valid YAML.
@@ -111,11 +119,11 @@ def parse_yaml(text: str) -> tuple[Any, Locations, list[Problem]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, Locations(), []
+            return Document(None, Locations(values={(): (1, 1)}))
         builder = _Builder(loader)
         data = builder.build(node, ())
     except yaml.YAMLError as exc:
         raise _syntax_error(exc) from exc
     finally:
         loader.dispose()
-    return data, builder.locations, builder.problems
+    return Document(data, builder.locations, builder.problems)

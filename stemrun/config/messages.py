@@ -45,37 +45,56 @@ def _path(error: ValidationError) -> YamlPath:
     return tuple(error.absolute_path)
 
 
+def _expected(error: ValidationError) -> Any:
+    """The schema keyword's value (jsonschema types it loosely)."""
+    return error.validator_value
+
+
+def _instance(error: ValidationError) -> Any:
+    return error.instance
+
+
+def _known_keys(error: ValidationError) -> list[str]:
+    schema = error.schema
+    properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    return [str(key) for key in properties]
+
+
 def _type(error: ValidationError) -> str:
-    expected = error.validator_value
+    expected = _expected(error)
     if expected == ["number", "string"]:
         wanted = _DURATION_HINT
     elif isinstance(expected, list):
-        wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+        wanted = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in expected)
     else:
-        wanted = _TYPE_NAMES.get(expected, str(expected))
-    return f"expected {wanted}, got {describe(error.instance)}"
+        wanted = _TYPE_NAMES.get(str(expected), str(expected))
+    message = f"expected {wanted}, got {describe(error.instance)}"
+    if expected == "string" and not isinstance(error.instance, dict | list | None):
+        message += " (put it in quotes to make it a string)"
+    return message
 
 
 def _enum(error: ValidationError) -> str:
-    choices = ", ".join(str(choice) for choice in error.validator_value)
+    choices = ", ".join(str(choice) for choice in _expected(error))
     return f"must be one of: {choices} (got {describe(error.instance)})"
 
 
 def _pattern(error: ValidationError) -> str:
-    wanted = _PATTERN_HINTS.get(error.validator_value, f"a string matching {error.validator_value}")
+    pattern = str(_expected(error))
+    wanted = _PATTERN_HINTS.get(pattern, f"a string matching {pattern}")
     return f"expected {wanted}, got {describe(error.instance)}"
 
 
 def _range(error: ValidationError) -> str:
     bound = "at least" if error.validator == "minimum" else "at most"
-    return f"must be {bound} {error.validator_value}, got {describe(error.instance)}"
+    return f"must be {bound} {_expected(error)}, got {describe(error.instance)}"
 
 
 def _properties(error: ValidationError) -> str:
-    names = ", ".join(error.schema.get("properties", {}))
+    names = ", ".join(_known_keys(error))
     if error.validator == "minProperties":
         return f"needs one of: {names}"
-    present = " and ".join(f"'{key}'" for key in error.instance)
+    present = " and ".join(f"'{key}'" for key in _instance(error))
     return f"must have exactly one of: {names} (got {present})"
 
 
@@ -87,16 +106,16 @@ _MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "maximum": _range,
     "minProperties": _properties,
     "maxProperties": _properties,
-    "const": lambda e: f"must be {e.validator_value}, got {describe(e.instance)}",
+    "const": lambda e: f"must be {_expected(e)}, got {describe(e.instance)}",
     "minItems": lambda e: "must not be empty",
     "minLength": lambda e: "must not be empty",
 }
 
 
 def _unknown_keys(error: ValidationError) -> list[Problem]:
-    known = list(error.schema.get("properties", {}))
+    known = _known_keys(error)
     problems = []
-    for key in error.instance:
+    for key in _instance(error):
         if key in known:
             continue
         message = f"unknown key '{key}'"
@@ -112,8 +131,8 @@ def _unknown_keys(error: ValidationError) -> list[Problem]:
 def _missing_keys(error: ValidationError) -> list[Problem]:
     return [
         Problem(path=_path(error), message=f"missing required key '{key}'", at_key=True)
-        for key in error.validator_value
-        if key not in error.instance
+        for key in _expected(error)
+        if key not in _instance(error)
     ]
 
 

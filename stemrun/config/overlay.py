@@ -57,7 +57,8 @@ def _key_list(raw: str) -> dict[str, str]:
     for index, item in enumerate(part.strip() for part in raw.split(",")):
         key_id, sep, secret = item.partition(":")
         if not sep or not key_id.strip() or not secret.strip():
-            raise _BadValue(f"item {index + 1} is not of the form id:base64 (expected id:base64,...)")
+            message = f"item {index + 1} is not of the form id:base64 (write id:base64,id2:base64)"
+            raise _BadValue(message)
         keys[key_id.strip()] = secret.strip()
     return keys
 

@@ -16,6 +16,7 @@ class Problem:
     message: str
     at_key: bool = False
     env_var: str | None = None  # set when the value came from a STEM_* variable
+    mark: tuple[int, int] | None = None  # explicit 1-based line, column (else found by path)
 
 
 def format_path(path: YamlPath) -> str:

@@ -7,6 +7,7 @@ They run on the interpolated, overlaid data (before defaults), skip values of th
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import zoneinfo
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def _check_queues(data: dict[str, Any]) -> Iterator[Problem]:
 
 def _workflow_steps(name: str, body: dict[str, Any]) -> Iterator[tuple[YamlPath, Any]]:
     base: YamlPath = ("workflows", name)
-    lists: list[tuple[YamlPath, Any]] = [((*base, kind), body.get(kind)) for kind in ("chain", "group")]
+    lists: list[tuple[YamlPath, Any]] = [
+        ((*base, kind), body.get(kind)) for kind in ("chain", "group")
+    ]
     chord = body.get("chord")
     if isinstance(chord, dict):
         lists.append(((*base, "chord", "body"), chord.get("body")))
@@ -129,12 +132,25 @@ def _check_timezones(data: dict[str, Any]) -> Iterator[Problem]:
             yield Problem(path=("schedules", name, "timezone"), message=message)
 
 
+def _check_finite(value: Any, path: YamlPath = ()) -> Iterator[Problem]:
+    """YAML's `.inf` and `.nan` pass the schema's number checks but mean nothing here."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield Problem(path=path, message=f"must be a finite number, got {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _check_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _check_finite(item, (*path, index))
+
+
 def check(data: Any) -> list[Problem]:
     """Every cross-reference and consistency problem in the (schema-shaped) data."""
     if not isinstance(data, dict):
         return []
     problems: list[Problem] = []
-    for checker in (_check_queues, _check_tasks, _check_task_options, _check_timezones):
+    checkers = (_check_finite, _check_queues, _check_tasks, _check_task_options, _check_timezones)
+    for checker in checkers:
         problems.extend(checker(data))
     problems.extend(check_signing(data.get("signing")))
     return problems

@@ -45,7 +45,7 @@ def check_signing(signing: Any) -> Iterator[Problem]:
     if not isinstance(signing, dict):
         return
     algorithm = signing.get("algorithm", "hmac-sha256")
-    sections = _KEY_SETS.get(algorithm)
+    sections = _KEY_SETS.get(algorithm) if isinstance(algorithm, str) else None
     if sections is None:
         return
     for section in sections:
@@ -55,9 +55,11 @@ def check_signing(signing: Any) -> Iterator[Problem]:
     ids = _key_ids(signing, sections)
     where = " or ".join(f"signing.{section}" for section in sections)
     if not ids:
-        yield Problem(path=("signing",), message=f"{algorithm} needs at least one key in {where}")
+        message = f"{algorithm} needs at least one key in {where}"
+        yield Problem(path=("signing",), message=message, at_key=True)
         return
     active = signing.get("active_key")
     if isinstance(active, str) and active not in ids:
-        message = f"active key '{active}' is not one of the {algorithm} keys in {where} ({', '.join(ids)})"
+        known = ", ".join(ids)
+        message = f"active key '{active}' is not one of the {algorithm} keys in {where} ({known})"
         yield Problem(path=("signing", "active_key"), message=message)

@@ -1,0 +1,68 @@
+-- Named queries of the SQLite result backend. `{ns}` is the namespace; loaded by
+-- stemrun.sqlite_db. A status record is stored whole as JSON in `data`; `state`, `attempt` and
+-- `expires_at` are copies kept as columns so they can be indexed and filtered without parsing.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS {ns}_status (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    expires_at REAL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_status_state ON {ns}_status (state);
+CREATE INDEX IF NOT EXISTS {ns}_status_expires
+    ON {ns}_status (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {ns}_workers (
+    id TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+
+-- name: create
+-- An expired record counts as absent: its id may be used again.
+INSERT INTO {ns}_status (id, state, attempt, expires_at, data)
+VALUES (:id, :state, :attempt, :expires_at, :data)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    attempt = excluded.attempt,
+    expires_at = excluded.expires_at,
+    data = excluded.data
+WHERE {ns}_status.expires_at < :now;
+
+-- name: upsert
+INSERT INTO {ns}_status (id, state, attempt, expires_at, data)
+VALUES (:id, :state, :attempt, :expires_at, :data)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    attempt = excluded.attempt,
+    expires_at = excluded.expires_at,
+    data = excluded.data;
+
+-- name: get
+SELECT data FROM {ns}_status
+WHERE id = :id AND (expires_at IS NULL OR expires_at >= :now);
+
+-- name: update
+UPDATE {ns}_status
+SET state = :state, attempt = :attempt, expires_at = :expires_at, data = :data
+WHERE id = :id;
+
+-- name: delete
+DELETE FROM {ns}_status WHERE id = ?;
+
+-- name: purge_expired
+DELETE FROM {ns}_status WHERE expires_at < :now;
+
+-- name: purge_expired_workers
+DELETE FROM {ns}_workers WHERE expires_at < :now;
+
+-- name: put_worker
+INSERT INTO {ns}_workers (id, info, expires_at) VALUES (:id, :info, :expires_at)
+ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires_at = excluded.expires_at;
+
+-- name: workers
+SELECT info FROM {ns}_workers WHERE expires_at >= :now ORDER BY id;
+
+-- name: remove_worker
+DELETE FROM {ns}_workers WHERE id = :id;
