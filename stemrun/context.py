@@ -17,7 +17,9 @@ class ContextBridge(Protocol):
 
     def heartbeat(self) -> None: ...
 
-    def enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str: ...
+    def enqueue(
+        self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> str: ...
 
 
 class DetachedBridge:

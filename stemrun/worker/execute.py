@@ -8,13 +8,14 @@ the parent over a pipe.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from stemrun.context import TaskContext
@@ -108,10 +109,10 @@ class SoftLimit:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._target: Callable[[], None] | None = None
+        self._target: Callable[[], object] | None = None
         self.fired = False
 
-    def arm(self, target: Callable[[], None]) -> None:
+    def arm(self, target: Callable[[], object]) -> None:
         with self._lock:
             self._target = target
             if self.fired:
@@ -132,6 +133,18 @@ class SoftLimit:
 
 def wants_context(handler: Handler) -> bool:
     """Whether the handler's first parameter is annotated `TaskContext` or named `ctx`."""
+    try:
+        return _wants_context_cached(handler)
+    except TypeError:  # an unhashable callable
+        return _wants_context(handler)
+
+
+@functools.lru_cache(maxsize=1024)
+def _wants_context_cached(handler: Handler) -> bool:
+    return _wants_context(handler)
+
+
+def _wants_context(handler: Handler) -> bool:
     try:
         params = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
@@ -173,7 +186,7 @@ def execute(
     ctx: TaskContext,
     args: Mapping[str, Any],
     soft: SoftLimit,
-    interrupt_sync: Callable[[], None] | None = None,
+    interrupt_sync: Callable[[], object] | None = None,
 ) -> Outcome:
     """Run one attempt to completion in this thread and return its outcome.
 
@@ -245,12 +258,4 @@ def _current_cancelling() -> bool:
 
 
 def _timed(outcome: Outcome, started: float) -> Outcome:
-    return Outcome(**{**outcome.to_dict(), "exc_types": outcome.exc_types}) if False else (
-        _with_runtime(outcome, time.perf_counter() - started)
-    )
-
-
-def _with_runtime(outcome: Outcome, runtime_s: float) -> Outcome:
-    from dataclasses import replace
-
-    return replace(outcome, runtime_s=runtime_s)
+    return replace(outcome, runtime_s=time.perf_counter() - started)
