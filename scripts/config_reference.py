@@ -47,7 +47,8 @@ command that loads the file exits 2 on them.
 | `STEM_PREFETCH_MULTIPLIER` | `prefetch_multiplier` |
 | `STEM_DEFAULT_MAX_RETRIES` | `default_max_retries` |
 | `STEM_SIGNING_ALGORITHM` | `signing.algorithm` |
-| `STEM_SIGNING_KEYS` / `STEM_SIGNING_ACTIVE_KEY` | `signing.keys` as `id:base64,id2:base64` / `signing.active_key` |
+| `STEM_SIGNING_KEYS` | `signing.keys` as `id:base64,id2:base64` |
+| `STEM_SIGNING_ACTIVE_KEY` | `signing.active_key` |
 | `STEM_SIGNING_PUBLIC_KEYS` / `STEM_SIGNING_PRIVATE_KEYS` | ed25519 keys, same list form |
 | `STEM_TLS_CA_CERT` | `tls.ca_cert` |
 | `STEM_TLS_CLIENT_CERT` / `STEM_TLS_CLIENT_KEY` | `tls.client_cert` / `tls.client_key` |
