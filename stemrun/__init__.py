@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
-from stemrun.errors import SoftTimeLimitExceeded, StemrunError
+from stemrun.client import EnqueueOptions, Stem, TaskStatus
+from stemrun.context import TaskContext
+from stemrun.errors import (
+    ConfigError,
+    SoftTimeLimitExceeded,
+    StemrunError,
+    TaskNotRegistered,
+    UsageError,
+    WaitTimeout,
+)
+from stemrun.state import TaskState
+from stemrun.worker import Worker
 
-__all__ = ["SoftTimeLimitExceeded", "StemrunError"]
+__all__ = [
+    "ConfigError",
+    "EnqueueOptions",
+    "SoftTimeLimitExceeded",
+    "Stem",
+    "StemrunError",
+    "TaskContext",
+    "TaskNotRegistered",
+    "TaskState",
+    "TaskStatus",
+    "UsageError",
+    "WaitTimeout",
+    "Worker",
+]
 __version__ = "0.1.0"

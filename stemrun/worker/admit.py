@@ -1,0 +1,89 @@
+"""Decide, per fetched delivery, whether it may run: poison, undecodable, unknown task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stemrun.backends.base import StatusRecord, Transition
+from stemrun.brokers.base import MAX_DELIVERIES, Delivery
+from stemrun.config.model import Config, TaskConfig
+from stemrun.envelope import Envelope, Verifier, decode, peek_task
+from stemrun.errors import DecodeError, SignatureInvalid
+from stemrun.state import DeadLetterReason, TaskState
+from stemrun.worker import settle
+from stemrun.worker.execute import error_of
+from stemrun.worker.lease import Held
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A delivery that may run."""
+
+    envelope: Envelope
+    task: TaskConfig
+
+
+def admit(
+    delivery: Delivery, config: Config, now: float, *, verifier: Verifier | None
+) -> Admitted | settle.Settlement:
+    """Admit a delivery, or the settlement that dead-letters it.
+
+    This is the one place envelopes are decoded (and, with signing, verified) by the worker.
+    """
+    task_name, attempt = peek_task(delivery.body)
+
+    def reject(reason: DeadLetterReason, error: dict[str, str]) -> settle.Settlement:
+        return settle.reject(delivery, reason, error, task=task_name, attempt=attempt, now=now)
+
+    if delivery.deliveries > MAX_DELIVERIES:
+        message = (
+            f"delivered {delivery.deliveries} times: the worker running it died each time "
+            f"(more than {MAX_DELIVERIES - 1} redeliveries), so it is treated as a poison message"
+        )
+        return reject(
+            DeadLetterReason.MAX_DELIVERIES_EXCEEDED, _error("MaxDeliveriesExceeded", message)
+        )
+    try:
+        envelope = decode(delivery.body, verifier)
+    except SignatureInvalid as exc:
+        return reject(DeadLetterReason.SIGNATURE_INVALID, error_of(exc))
+    except DecodeError as exc:
+        return reject(DeadLetterReason.DECODE_ERROR, error_of(exc))
+    task = config.tasks.get(envelope.task)
+    if task is None:
+        message = f"task {envelope.task!r} is not declared in stem.yaml (under `tasks:`)"
+        return reject(DeadLetterReason.UNREGISTERED_TASK, _error("TaskNotRegistered", message))
+    return Admitted(envelope, task)
+
+
+def running_transition(held: Held, worker: str, now: float) -> Transition:
+    """The `running` write of an attempt about to start."""
+    envelope = held.envelope
+    return Transition(
+        task_id=envelope.id,
+        attempt=envelope.attempt,
+        state=TaskState.RUNNING,
+        changes={"started_at": now, "worker": worker, "finished_at": None},
+    )
+
+
+def fresh_record(held: Held, worker: str, now: float) -> StatusRecord:
+    """The status record of a message published without one (a raw broker publish)."""
+    envelope = held.envelope
+    return StatusRecord(
+        id=envelope.id,
+        task=envelope.task,
+        state=TaskState.RUNNING,
+        queue=envelope.queue,
+        attempt=envelope.attempt,
+        args=envelope.args,
+        created_at=envelope.created_at,
+        started_at=now,
+        worker=worker,
+        parent_id=envelope.parent_id,
+        root_id=envelope.root_id,
+    )
+
+
+def _error(type_name: str, message: str) -> dict[str, str]:
+    return {"type": type_name, "message": message, "traceback": ""}

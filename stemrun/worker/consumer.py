@@ -1,0 +1,410 @@
+"""The worker: fetch what fits, run it in a pool, settle outcomes, keep leases alive, stop cleanly.
+
+One loop thread owns every store call (fetch, transitions, acks, lease renewals, heartbeats);
+pools report back through an event queue, so stores are never used from handler threads. Each
+iteration writes in batches: one transition for the attempts it starts, one for the outcomes it
+settles, then one ack (see `settle`).
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from stemrun.backends.base import Backend, open_backend
+from stemrun.brokers.base import Broker, Delivery, open_broker
+from stemrun.clock import Clock, SystemClock
+from stemrun.config.model import Config, PoolKind
+from stemrun.errors import BackendError, BrokerError, UsageError
+from stemrun.registry import Registry
+from stemrun.worker import report, settle, signals
+from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
+from stemrun.worker.execute import Outcome
+from stemrun.worker.job import Beat, Done, Event, Progress, Wake
+from stemrun.worker.lease import FETCH_LEASE_S, Held, Leases
+from stemrun.worker.plan import Plan, resolve
+from stemrun.worker.pool import Pool
+from stemrun.worker.pool_async import AsyncPool
+from stemrun.worker.pool_process import ProcessPool
+from stemrun.worker.pool_thread import ThreadPool
+
+log = report.log
+
+IDLE_BLOCK_S = 0.05  # how long an idle worker waits in fetch for new work
+BUSY_POLL_S = 0.01  # how long a busy worker with free room waits for an outcome before fetching
+FULL_WAIT_S = 0.05  # how long a full worker waits for an outcome before its maintenance
+STORE_RETRY_S = 0.5  # pause after a store error before trying again
+
+
+class Worker:
+    """Consumes the queues of one worker group; see `run` and `stop`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        group: str | None = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        pool: PoolKind | None = None,
+        name: str | None = None,
+        burst: bool = False,
+        broker: Broker | None = None,
+        backend: Backend | None = None,
+        install_signal_handlers: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        """Raises UsageError (unknown group, undeclared queue, process pool without a file)."""
+        self.config = config
+        self.plan: Plan = resolve(
+            config, group=group, queues=queues, concurrency=concurrency, pool=pool, name=name
+        )
+        if self.plan.pool == "process" and config.path is None:
+            raise UsageError(
+                "the process pool needs a config loaded from a stem.yaml file (its children load "
+                "it); use pool='thread' (or 'async') for a config built in code"
+            )
+        self.name = self.plan.name
+        self.burst = burst
+        self._clock: Clock = clock or SystemClock()
+        self._install_signals = install_signal_handlers
+        self._owns_broker = broker is None
+        self._owns_backend = backend is None
+        self.broker, self.backend = _open_stores(config, broker, backend)
+        self._registry = Registry(config)
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._forced = threading.Event()
+        self._leases = Leases(self.broker, self._clock)
+        self._buffer: deque[str] = deque()
+        self._pending: list[settle.Settlement] = []
+        self._rng = random.Random()
+        self._stem: Any = None
+        self._stem_lock = threading.Lock()
+        self._started_at = 0.0
+        self._next_beat = 0.0
+        self.processed = 0
+        self.failed = 0
+
+    # -- public ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until stopped (or, with burst, until idle); returns the exit code.
+
+        0 after a clean (graceful) stop, 1 after a forced stop. Raises BrokerError/BackendError
+        only when the stores fail at start.
+        """
+        restore: Callable[[], None] = lambda: None  # noqa: E731
+        if self._install_signals:
+            restore = signals.install(lambda graceful: self.stop(graceful=graceful), self._stopping)
+        self._started_at = self._clock.now()
+        pool = self._make_pool()
+        pool.start()
+        code = 1
+        try:
+            code = self._consume(pool)
+        finally:
+            pool.close(graceful=code == 0)
+            self._finish(clean=code == 0)
+            restore()
+        return code
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Ask the worker to stop: finish in-flight tasks (graceful) or leave at once.
+
+        Thread-safe and signal-safe.
+        """
+        (self._stopping if graceful else self._forced).set()
+        self._events.put(Wake())
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _make_pool(self) -> Pool:
+        plan, emit = self.plan, self._events.put
+        if plan.pool == "thread":
+            return ThreadPool(plan.concurrency, self._registry.handler, emit, self._enqueue)
+        if plan.pool == "async":
+            return AsyncPool(plan.concurrency, self._registry.handler, emit, self._enqueue)
+        init = {
+            "handlers": {name: task.handler for name, task in self.config.tasks.items()},
+            "root_dir": str(self.config.root_dir),
+            "config_path": str(self.config.path),
+        }
+        return ProcessPool(plan.concurrency, init, emit, plan.max_tasks_per_child)
+
+    def _enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+        """ctx.enqueue for thread/async pools: one lazily opened client, used under a lock."""
+        with self._stem_lock:
+            if self._stem is None:
+                from stemrun.client import Stem
+
+                self._stem = Stem(self.config)
+            task_id: str = self._stem.enqueue(task, dict(args) if args else None, **options)
+            return task_id
+
+    def _finish(self, *, clean: bool) -> None:
+        try:
+            if clean:
+                self.backend.remove_worker(self.name)
+        except BackendError as exc:
+            log.warning("could not remove the heartbeat of worker %s: %s", self.name, exc)
+        if self._stem is not None:
+            self._stem.close()
+        if self._owns_broker:
+            self.broker.close()
+        if self._owns_backend:
+            self.backend.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _consume(self, pool: Pool) -> int:
+        log.info(
+            "worker %s consuming %s with %d %s slots",
+            self.name,
+            ",".join(self.plan.queues),
+            self.plan.concurrency,
+            self.plan.pool,
+        )
+        wait = 0.0
+        while not self._forced.is_set():
+            try:
+                done = self._iterate(pool, wait)
+            except (BrokerError, BackendError) as exc:
+                log.error("worker %s: store error, retrying: %s", self.name, exc)
+                time.sleep(STORE_RETRY_S)
+                continue
+            if done is not None:
+                return 0
+            wait = self._next_wait(pool)
+        return 1
+
+    def _iterate(self, pool: Pool, wait: float) -> bool | None:
+        """One round; True when the worker should exit cleanly."""
+        self._handle_events(wait)
+        pool.maintain()
+        self._renew()
+        self._heartbeat(pool)
+        if self._stopping.is_set():
+            self._release_buffer()
+            self._flush()
+            return True if pool.running() == 0 and not self._leases.held else None
+        fetched = self._fetch()
+        self._start(pool)
+        self._flush()
+        if self.burst and not fetched and not self._leases.held and not self._pending:
+            return True
+        return None
+
+    def _next_wait(self, pool: Pool) -> float:
+        held = len(self._leases.held)
+        if held == 0 and not self._stopping.is_set():
+            return 0.0  # the next fetch blocks instead
+        if held >= self.plan.capacity or self._stopping.is_set() or pool.free_slots() == 0:
+            return FULL_WAIT_S
+        return BUSY_POLL_S
+
+    def _handle_events(self, wait: float) -> None:
+        try:
+            event = self._events.get(timeout=wait) if wait > 0 else self._events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(event)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+        self._flush()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, Done):
+            self._settle(event.key, event.outcome)
+        elif isinstance(event, Progress):
+            held = self._leases.held.get(event.key)
+            if held is not None and not held.lost:
+                envelope = held.envelope
+                self.backend.set_progress(envelope.id, envelope.attempt, event.fraction, event.meta)
+        elif isinstance(event, Beat):
+            self._leases.extend_now(event.key)
+
+    # -- fetch and start ----------------------------------------------------------------------
+
+    def _fetch(self) -> bool:
+        room = self.plan.capacity - len(self._leases.held)
+        if room <= 0:
+            return False
+        block = IDLE_BLOCK_S if not self._leases.held else 0.0
+        deliveries = self.broker.fetch(
+            self.plan.queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block
+        )
+        admitted: list[Held] = []
+        now = self._clock.now()
+        for delivery in deliveries:
+            result = admit(delivery, self.config, now, verifier=None)
+            if isinstance(result, settle.Settlement):
+                self._count(result)
+                self._pending.append(result)
+            else:
+                admitted.append(self._hold(delivery, result))
+        self._leases.adopt(admitted)
+        return bool(deliveries)
+
+    def _hold(self, delivery: Delivery, admitted: Admitted) -> Held:
+        held = Held(delivery=delivery, envelope=admitted.envelope, task=admitted.task)
+        self._log("received", held.envelope.task, held.envelope.id, held.envelope.attempt, delivery)
+        self._buffer.append(delivery.receipt)
+        return held
+
+    def _start(self, pool: Pool) -> None:
+        batch = self._take_startable(pool.free_slots())
+        if not batch:
+            return
+        now = self._clock.now()
+        try:
+            results = self.backend.transition(
+                [running_transition(h, self.name, now) for h in batch]
+            )
+        except BackendError:
+            self._buffer.extendleft(reversed([held.delivery.receipt for held in batch]))
+            raise
+        for held, accepted in zip(batch, results, strict=True):
+            if not accepted and not self._may_run_fenced(held, now):
+                continue
+            held.started_at = now
+            pool.submit(held.job())
+            envelope = held.envelope
+            self._log("started", envelope.task, envelope.id, envelope.attempt, held.delivery)
+
+    def _take_startable(self, slots: int) -> list[Held]:
+        batch: list[Held] = []
+        now = self._clock.now()
+        while self._buffer and len(batch) < slots:
+            held = self._leases.held.get(self._buffer.popleft())
+            if held is None or held.lost:
+                continue
+            expires_at = held.envelope.expires_at
+            if expires_at is not None and expires_at <= now:
+                self._leases.drop(held.delivery.receipt)
+                self._pending.append(settle.expired(held.delivery, held.envelope, held.task, now))
+                continue
+            batch.append(held)
+        return batch
+
+    def _may_run_fenced(self, held: Held, now: float) -> bool:
+        """A rejected `running` write: run it anyway only when the record is missing."""
+        record = self.backend.get(held.envelope.id)
+        if record is None:
+            self.backend.create([fresh_record(held, self.name, now)])
+            return True
+        why = f"its status is already {record.state} (attempt {record.attempt})"
+        self._leases.drop(held.delivery.receipt)
+        self._pending.append(settle.skipped(held.delivery, held.envelope, why))
+        return False
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _settle(self, key: str, outcome: Outcome) -> None:
+        held = self._leases.drop(key)
+        if held is None:
+            return
+        envelope = held.envelope
+        if held.lost:
+            log.warning(
+                "dropping the outcome of task %s (%s): its lease was taken over by another worker",
+                envelope.task,
+                envelope.id,
+            )
+            return
+        now = self._clock.now()
+        if outcome.status == "succeeded":
+            item = settle.succeeded(held.delivery, envelope, held.task, outcome, now)
+        else:
+            item = settle.unsuccessful(held.delivery, envelope, held.task, outcome, now, self._rng)
+        self._count(item)
+        self._pending.append(item)
+
+    def _count(self, item: settle.Settlement) -> None:
+        if item.event in ("succeeded", "retried", "failed", "dead-lettered"):
+            self.processed += 1
+        if item.event in ("retried", "failed", "dead-lettered"):
+            self.failed += 1
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch = self._pending
+        settle.apply(self.backend, self.broker, batch)
+        self._pending = []
+        for item in batch:
+            self._log(
+                item.event, item.task, item.delivery.id, item.attempt, item.delivery, item.detail
+            )
+
+    def _log(
+        self,
+        event: str,
+        task: str | None,
+        task_id: str,
+        attempt: int,
+        delivery: Delivery,
+        detail: str = "",
+    ) -> None:
+        report.task_event(
+            event,
+            task=task,
+            task_id=task_id,
+            attempt=attempt,
+            queue=delivery.queue,
+            worker=self.name,
+            detail=detail,
+        )
+
+    # -- leases, heartbeats, shutdown ---------------------------------------------------------
+
+    def _renew(self) -> None:
+        for held in self._leases.renew_due():
+            if held.started_at is None:
+                self._leases.drop(held.delivery.receipt)
+            log.warning(
+                "lost the lease of task %s (%s) to another worker; its result will be ignored",
+                held.envelope.task,
+                held.envelope.id,
+            )
+
+    def _release_buffer(self) -> None:
+        """Hand back deliveries fetched but not started, unchanged, for other workers."""
+        while self._buffer:
+            held = self._leases.drop(self._buffer.popleft())
+            if held is not None and not held.lost:
+                self.broker.requeue(held.delivery, held.delivery.body, None)
+
+    def _heartbeat(self, pool: Pool) -> None:
+        now = self._clock.now()
+        if now < self._next_beat:
+            return
+        interval = self._leases.heartbeat_interval(self.config, self.plan.queues)
+        self._next_beat = now + interval
+        info = report.heartbeat_info(
+            self.plan,
+            self._leases.held.values(),
+            processed=self.processed,
+            failed=self.failed,
+            started_at=self._started_at,
+        )
+        self.backend.put_worker(self.name, info, ttl_s=3 * interval)
+
+
+def _open_stores(
+    config: Config, broker: Broker | None, backend: Backend | None
+) -> tuple[Broker, Backend]:
+    """The given stores, or the configured ones. Raises BrokerError / BackendError."""
+    namespace, root = config.namespace, config.root_dir
+    return (
+        broker or open_broker(config.broker, namespace=namespace, base_dir=root),
+        backend or open_backend(config.result_backend, namespace=namespace, base_dir=root),
+    )

@@ -1,0 +1,233 @@
+"""Turn attempt outcomes (and rejected deliveries) into store writes, then write them in batches.
+
+Order per batch, for at-least-once delivery: every status transition first (one backend call),
+then the broker moves (retries requeued, give-ups dead-lettered), then one ack for the rest. A
+crash anywhere leaves the message leased and it is delivered again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stemrun.backends.base import Backend, Transition
+from stemrun.brokers.base import Broker, DeadLetter, Delivery
+from stemrun.config.model import TaskConfig
+from stemrun.envelope import Envelope, with_delivery
+from stemrun.retry import decide
+from stemrun.state import DeadLetterReason, TaskState
+from stemrun.worker.execute import Outcome
+
+Action = Literal["ack", "requeue", "dead_letter"]
+#: The word logged for each settlement.
+Event = Literal["succeeded", "retried", "failed", "dead-lettered", "cancelled", "skipped"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settlement:
+    """What to write for one delivery."""
+
+    delivery: Delivery
+    action: Action
+    event: Event
+    transition: Transition | None = None
+    body: bytes | None = None  # requeue: the next attempt's envelope
+    eta: float | None = None  # requeue: when it is due
+    dead: DeadLetter | None = None
+    task: str | None = None
+    attempt: int = 0
+    detail: str = ""
+
+
+def apply(backend: Backend, broker: Broker, batch: Sequence[Settlement]) -> None:
+    """Write a batch: transitions, then requeues and dead letters, then acks.
+
+    Raises BackendError / BrokerError; the caller may apply the same batch again (every write is
+    fenced or keyed by the delivery's receipt, so repeating it changes nothing twice).
+    """
+    transitions = [item.transition for item in batch if item.transition is not None]
+    if transitions:
+        backend.transition(transitions)
+    for item in batch:
+        if item.action == "requeue":
+            broker.requeue(item.delivery, item.body or item.delivery.body, item.eta)
+        elif item.action == "dead_letter" and item.dead is not None:
+            broker.dead_letter(item.delivery, item.dead)
+    acks = [item.delivery for item in batch if item.action == "ack"]
+    if acks:
+        broker.ack(acks)
+
+
+def succeeded(
+    delivery: Delivery, envelope: Envelope, task: TaskConfig, outcome: Outcome, now: float
+) -> Settlement:
+    """Store the result and ack."""
+    changes = {"result": outcome.result, "finished_at": now, "expires_at": now + task.result_ttl_s}
+    return Settlement(
+        delivery=delivery,
+        action="ack",
+        event="succeeded",
+        transition=Transition(
+            task_id=envelope.id,
+            attempt=envelope.attempt,
+            state=TaskState.SUCCEEDED,
+            changes=changes,
+        ),
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail=f"in {outcome.runtime_s:.3f}s",
+    )
+
+
+def unsuccessful(
+    delivery: Delivery,
+    envelope: Envelope,
+    task: TaskConfig,
+    outcome: Outcome,
+    now: float,
+    rng: random.Random,
+) -> Settlement:
+    """Retry per the task's policy, or give up: status failed and a dead letter."""
+    requested = outcome.countdown_s
+    if outcome.eta is not None:
+        requested = outcome.eta - now
+    delay = decide(
+        task,
+        envelope.attempt,
+        outcome.exc_types,
+        rng,
+        requested_s=requested,
+        forced=outcome.status == "retry",
+    )
+    error = outcome.error or {"type": "Error", "message": "", "traceback": ""}
+    if delay is None:
+        return give_up(delivery, envelope, task, error, now)
+    eta = now + delay
+    return Settlement(
+        delivery=delivery,
+        action="requeue",
+        event="retried",
+        transition=Transition(
+            task_id=envelope.id,
+            attempt=envelope.attempt,
+            state=TaskState.RETRIED,
+            changes={"error": error},
+        ),
+        body=with_delivery(delivery.body, attempt=envelope.attempt + 1, eta=eta),
+        eta=eta,
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail=f"in {delay:.3f}s after {_describe(error)}",
+    )
+
+
+def give_up(
+    delivery: Delivery, envelope: Envelope, task: TaskConfig, error: dict[str, Any], now: float
+) -> Settlement:
+    """The attempt failed for good: status failed, envelope to the dead letters."""
+    reason = DeadLetterReason.MAX_RETRIES_EXHAUSTED
+    changes = {
+        "error": error,
+        "finished_at": now,
+        "dead_letter_reason": str(reason),
+        "expires_at": now + task.result_ttl_s,
+    }
+    return Settlement(
+        delivery=delivery,
+        action="dead_letter",
+        event="failed",
+        transition=Transition(
+            task_id=envelope.id, attempt=envelope.attempt, state=TaskState.FAILED, changes=changes
+        ),
+        dead=_dead_letter(delivery, reason, envelope.task, envelope.attempt, error, now),
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail=_describe(error),
+    )
+
+
+def reject(
+    delivery: Delivery,
+    reason: DeadLetterReason,
+    error: dict[str, Any],
+    *,
+    task: str | None,
+    attempt: int,
+    now: float,
+) -> Settlement:
+    """A delivery that must not run: dead-letter it and fail its status (if it has one)."""
+    changes = {"error": error, "finished_at": now, "dead_letter_reason": str(reason)}
+    return Settlement(
+        delivery=delivery,
+        action="dead_letter",
+        event="dead-lettered",
+        transition=Transition(
+            task_id=delivery.id, attempt=attempt, state=TaskState.FAILED, changes=changes
+        ),
+        dead=_dead_letter(delivery, reason, task, attempt, error, now),
+        task=task,
+        attempt=attempt,
+        detail=f"{reason}: {_describe(error)}",
+    )
+
+
+def expired(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float) -> Settlement:
+    """The task's `expires` passed before it started: cancelled, acked, never run."""
+    changes = {
+        "finished_at": now,
+        "meta": {"reason": "expired"},
+        "expires_at": now + task.result_ttl_s,
+    }
+    return Settlement(
+        delivery=delivery,
+        action="ack",
+        event="cancelled",
+        transition=Transition(
+            task_id=envelope.id,
+            attempt=envelope.attempt,
+            state=TaskState.CANCELLED,
+            changes=changes,
+        ),
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail="expired before it started",
+    )
+
+
+def skipped(delivery: Delivery, envelope: Envelope, why: str) -> Settlement:
+    """A delivery whose task already finished (or was cancelled): ack without running it."""
+    return Settlement(
+        delivery=delivery,
+        action="ack",
+        event="skipped",
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail=why,
+    )
+
+
+def _dead_letter(
+    delivery: Delivery,
+    reason: DeadLetterReason,
+    task: str | None,
+    attempt: int,
+    error: dict[str, Any],
+    now: float,
+) -> DeadLetter:
+    return DeadLetter(
+        id=delivery.id,
+        queue=delivery.queue,
+        body=delivery.body,
+        reason=str(reason),
+        task=task,
+        attempt=attempt,
+        dead_at=now,
+        error=error,
+    )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    message = str(error.get("message") or "")
+    return f"{error.get('type')}: {message}" if message else str(error.get("type"))
