@@ -12,6 +12,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -110,15 +111,27 @@ class SqliteDatabase:
             )
         except (ValueError, OSError, sqlite3.Error) as exc:
             raise self.fail("cannot open the database", exc) from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            self._create_schema(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self.fail("cannot prepare the database", exc) from exc
-        return conn
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._prepare(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                # Switching a fresh file to WAL while another process opens it can report
+                # "locked" at once, without waiting on the busy timeout: retry for a while.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise self.fail("cannot prepare the database", exc) from exc
+                time.sleep(0.01)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self.fail("cannot prepare the database", exc) from exc
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        self._create_schema(conn)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
