@@ -87,10 +87,11 @@ def validate(
     loaded = load(config, log_level, log_format)
     if imports:
         _check_imports(loaded)
+    queues = sorted(set(loaded.queues) | {loaded.default_queue})
     summary = {
         "file": str(loaded.path),
         "valid": True,
-        "queues": sorted(set(loaded.queues) | {loaded.default_queue}),
+        "queues": queues,
         "tasks": len(loaded.tasks),
         "workers": len(loaded.workers),
         "schedules": len(loaded.schedules),
@@ -101,7 +102,7 @@ def validate(
         print_json(summary)
         return
     typer.echo(
-        f"{loaded.path}: valid: {len(summary['queues'])} queues, {summary['tasks']} tasks, "
+        f"{loaded.path}: valid: {len(queues)} queues, {summary['tasks']} tasks, "
         f"{summary['workers']} worker groups, {summary['schedules']} schedules, "
         f"{summary['workflows']} workflows" + (" (handlers import)" if imports else "")
     )
