@@ -137,7 +137,7 @@ def main() -> None:
         with Stem(load_config(root / "stem.yaml")) as stem:
             plain = bench_enqueue(stem, min(opts.tasks, 5_000))
             many, _ = bench_enqueue_many(stem, opts.tasks)
-            wait_idle_or_purge(stem, root)
+            drain_with_burst_worker(stem, root)
             drain = bench_drain(stem, root, opts.tasks, opts.workers)
             p50, p95 = bench_latency(stem, root, opts.samples)
 
@@ -154,7 +154,7 @@ def main() -> None:
     print(f"{'enqueue-to-finish latency p95':44} {p95 * 1000:>11.1f} ms")
 
 
-def wait_idle_or_purge(stem: Stem, root: Path) -> None:
+def drain_with_burst_worker(stem: Stem, root: Path) -> None:
     """Drain the enqueue-rate tasks with a burst worker so the drain run starts empty."""
     stemrun = str(Path(sys.executable).parent / "stemrun")
     subprocess.run([stemrun, "worker", "--burst", "--log-level", "warning"], cwd=root, check=True)

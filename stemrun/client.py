@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -134,13 +133,13 @@ class Stem:
         """
         now = self.clock.now()
         envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
-        records = [_queued_record(env) for env in envelopes]
-        created = self.backend.create(records)
-        fresh = [env for env, is_new in zip(envelopes, created, strict=True) if is_new]
+        messages = [_message(env) for env in envelopes]
+        created = self.backend.create([_queued_record(env) for env in envelopes])
+        fresh = [msg for msg, is_new in zip(messages, created, strict=True) if is_new]
         try:
-            self.broker.publish([_message(env) for env in fresh])
+            self.broker.publish(fresh)
         except BaseException:
-            self.backend.delete([env.id for env in fresh])
+            self.backend.delete([msg.id for msg in fresh])
             raise
         return [env.id for env in envelopes]
 
@@ -286,12 +285,10 @@ def _options(
 
 
 def _json_object(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    # Only the shape is checked here; `_message` proves JSON-serialisability by encoding.
     if not isinstance(value, Mapping):
         raise UsageError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
-    try:
-        return dict(json.loads(json.dumps(value, allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{what} must be JSON-serialisable: {exc}") from exc
+    return dict(value)
 
 
 def _epoch(when: When) -> float:
@@ -335,4 +332,10 @@ def _queued_record(env: Envelope) -> StatusRecord:
 
 
 def _message(env: Envelope) -> Message:
-    return Message(id=env.id, queue=env.queue, body=encode(env), priority=env.priority, eta=env.eta)
+    try:
+        body = encode(env)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"args and headers of task {env.task!r} must be JSON-serialisable: {exc}"
+        ) from exc
+    return Message(id=env.id, queue=env.queue, body=body, priority=env.priority, eta=env.eta)

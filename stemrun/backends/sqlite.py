@@ -54,10 +54,18 @@ class SqliteBackend(Backend):
         rows = [_row(r) for r in records]
         if not rows:
             return []
-        sql = self._q["create"]
         with self._db.write("create status records") as conn:
             now = self.clock.now()
-            return [conn.execute(sql, {**row, "now": now}).rowcount > 0 for row in rows]
+            ids = json.dumps([row["id"] for row in rows])
+            taken = {r[0] for r in conn.execute(self._q["live_ids"], {"ids": ids, "now": now})}
+            inserted = []
+            for row in rows:
+                inserted.append(row["id"] not in taken)
+                taken.add(row["id"])  # a repeated id within the batch is not new the second time
+            fresh = [{**row, "now": now} for row, new in zip(rows, inserted, strict=True) if new]
+            # One executemany instead of a statement per row: the batch is one round trip.
+            conn.executemany(self._q["create"], fresh)
+            return inserted
 
     def get(self, task_id: str) -> StatusRecord | None:
         """The record, or None when unknown or expired; raises BackendError."""

@@ -30,6 +30,12 @@ ON CONFLICT (id) DO UPDATE SET
     data = excluded.data
 WHERE {ns}_status.expires_at < :now;
 
+-- name: live_ids
+-- Which of a JSON array of ids already have a live (unexpired) record.
+SELECT id FROM {ns}_status
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND (expires_at IS NULL OR expires_at >= :now);
+
 -- name: upsert
 INSERT INTO {ns}_status (id, state, attempt, expires_at, data)
 VALUES (:id, :state, :attempt, :expires_at, :data)
