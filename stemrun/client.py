@@ -11,14 +11,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from stemrun.backends.base import Backend, StatusRecord, open_backend
-from stemrun.brokers.base import Broker, DeadLetter, Message, open_broker
+from stemrun.backends.base import Backend, StatusRecord
+from stemrun.brokers.base import Broker, DeadLetter, Message
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config
 from stemrun.envelope import Envelope, encode, peek_task, with_delivery
 from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
 from stemrun.registry import Registry
 from stemrun.state import TERMINAL, TaskState
+from stemrun.stores import backend_for, broker_for
 
 #: The public name of a status record.
 TaskStatus = StatusRecord
@@ -72,20 +73,14 @@ class Stem:
     def broker(self) -> Broker:
         """The broker, opened on first use."""
         if self._broker is None:
-            self._broker = open_broker(
-                self.config.broker, namespace=self.config.namespace, base_dir=self.config.root_dir
-            )
+            self._broker = broker_for(self.config)
         return self._broker
 
     @property
     def backend(self) -> Backend:
         """The result backend, opened on first use."""
         if self._backend is None:
-            self._backend = open_backend(
-                self.config.result_backend,
-                namespace=self.config.namespace,
-                base_dir=self.config.root_dir,
-            )
+            self._backend = backend_for(self.config)
         return self._backend
 
     def enqueue(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stemrun.config.model import TlsConfig
 from stemrun.errors import BackendError
 from stemrun.state import TERMINAL, TaskState
 from stemrun.url import mask_url, scheme_of
@@ -132,13 +133,24 @@ class Backend(ABC):
         """Delete records whose result TTL has passed; returns how many."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Check the store answers; raises BackendError (or BackendUnavailable) when it does not."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""
 
 
-def open_backend(url: str, *, namespace: str = "stem", base_dir: Path | None = None) -> Backend:
+def open_backend(
+    url: str,
+    *,
+    namespace: str = "stem",
+    base_dir: Path | None = None,
+    tls: TlsConfig | None = None,
+) -> Backend:
     """Open the result backend for `url`.
 
+    `tls` is the stem.yaml tls section, used by `rediss://` and Postgres URLs.
     Raises BackendError for an unknown scheme or a store that cannot be a backend.
     """
     scheme = scheme_of(url)

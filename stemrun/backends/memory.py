@@ -150,5 +150,8 @@ class MemoryBackend(Backend):
                 del self._workers[key]
         return len(doomed)
 
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
     def close(self) -> None:
         """Nothing to release: the data lives as long as the process (shared instances)."""

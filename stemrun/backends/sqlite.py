@@ -153,6 +153,11 @@ class SqliteBackend(Backend):
             conn.execute(self._q["purge_expired_workers"], {"now": now})
             return conn.execute(self._q["purge_expired"], {"now": now}).rowcount
 
+    def ping(self) -> None:
+        """Run a trivial query; raises BackendError."""
+        with self._db.read("ping") as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close the connection; raises BackendError."""
         self._db.close()

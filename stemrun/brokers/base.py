@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stemrun.config.model import TlsConfig
 from stemrun.errors import BrokerError
 from stemrun.url import mask_url, scheme_of
 
@@ -133,13 +134,24 @@ class Broker(ABC):
         """Pending, delayed, in-flight and dead counts per queue."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Check the store answers; raises BrokerError (or BrokerUnavailable) when it does not."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""
 
 
-def open_broker(url: str, *, namespace: str = "stem", base_dir: Path | None = None) -> Broker:
+def open_broker(
+    url: str,
+    *,
+    namespace: str = "stem",
+    base_dir: Path | None = None,
+    tls: TlsConfig | None = None,
+) -> Broker:
     """Open the broker for `url`.
 
+    `tls` is the stem.yaml tls section, used by `rediss://` and Postgres URLs.
     Raises BrokerError for an unknown scheme or a store that cannot be a broker.
     """
     scheme = scheme_of(url)

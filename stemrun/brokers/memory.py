@@ -272,6 +272,9 @@ class MemoryBroker(Broker):
             for q, c in counts.items()
         }
 
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
     def close(self) -> None:
         """Nothing to release: the data lives as long as the process (shared instances)."""
 

@@ -236,6 +236,11 @@ class SqliteBroker(Broker):
                 )
         return result
 
+    def ping(self) -> None:
+        """Run a trivial query; raises BrokerError."""
+        with self._db.read("ping") as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close the connection; raises BrokerError."""
         self._db.close()

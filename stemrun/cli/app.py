@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stemrun.cli import dlq, produce, project, run
+from stemrun.cli import dlq, health, keys, produce, project, run, schedule, supervise
 
 app = typer.Typer(
     name="stemrun",
@@ -13,9 +13,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-project.register(app)
-run.register(app)
-produce.register(app)
+for module in (project, supervise, run, schedule, produce, health, keys):
+    module.register(app)
 app.add_typer(dlq.app, name="dlq")
 
 

@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stemrun.backends.base import Backend, open_backend
-from stemrun.brokers.base import Broker, Delivery, open_broker
+from stemrun.backends.base import Backend
+from stemrun.brokers.base import Broker, Delivery
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
 from stemrun.registry import Registry
+from stemrun.stores import backend_for, broker_for
 from stemrun.worker import report, settle, signals
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
 from stemrun.worker.execute import Outcome
@@ -403,8 +404,4 @@ def _open_stores(
     config: Config, broker: Broker | None, backend: Backend | None
 ) -> tuple[Broker, Backend]:
     """The given stores, or the configured ones. Raises BrokerError / BackendError."""
-    namespace, root = config.namespace, config.root_dir
-    return (
-        broker or open_broker(config.broker, namespace=namespace, base_dir=root),
-        backend or open_backend(config.result_backend, namespace=namespace, base_dir=root),
-    )
+    return broker or broker_for(config), backend or backend_for(config)

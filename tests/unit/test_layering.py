@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"errors", "clock", "state", "url"},
     {"config", "envelope", "signing", "tls", "logs", "sqlite_db"},
     {"brokers", "backends"},
-    {"retry", "registry", "canvas", "client", "context"},
+    {"retry", "registry", "canvas", "client", "context", "stores"},
     {"worker", "schedules", "beat", "observe"},
     {"supervisor", "cli", "__main__", "testing"},
 ]
