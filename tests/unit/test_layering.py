@@ -12,10 +12,20 @@ PACKAGE = Path(stemrun.__file__).parent
 # Lowest first. A module may import its own layer or lower ones (brokers/backends excepted).
 LAYERS: list[set[str]] = [
     {"errors", "clock", "state", "url"},
-    {"config", "envelope", "signing", "tls", "logs", "sqlite_db"},
+    {
+        "config",
+        "envelope",
+        "signing",
+        "tls",
+        "logs",
+        "sqlite_db",
+        "redis_keys",
+        "redis_client",
+        "postgres_db",
+    },
     {"brokers", "backends"},
     {"retry", "registry", "canvas", "client", "context", "stores"},
-    {"worker", "schedules", "beat", "observe"},
+    {"worker", "schedules", "beat", "observe", "health"},
     {"supervisor", "cli", "__main__", "testing"},
 ]
 
