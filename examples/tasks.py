@@ -41,3 +41,11 @@ def generate_report(region: str) -> dict[str, object]:
 
 def noop() -> None:
     """Does nothing; used by benchmarks."""
+
+
+def crunch(ctx: TaskContext, steps: int = 10, delay: float = 0.2) -> int:
+    """A slow task that reports progress, to watch `stemrun enqueue --wait` draw its bar."""
+    for step in range(steps):
+        time.sleep(delay)
+        ctx.progress((step + 1) / steps, stage=f"step {step + 1}/{steps}")
+    return steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,9 +15,10 @@ from stemrun.backends.base import Backend, StatusRecord
 from stemrun.brokers.base import Broker, DeadLetter, Message
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config
-from stemrun.envelope import Envelope, encode, peek_task, with_delivery
+from stemrun.envelope import Envelope, Signer, encode, peek_task, with_delivery
 from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
 from stemrun.registry import Registry
+from stemrun.signing import signer_for
 from stemrun.state import TERMINAL, TaskState
 from stemrun.stores import backend_for, broker_for
 
@@ -61,6 +62,7 @@ class Stem:
         self.clock: Clock = clock or SystemClock()
         self._broker = broker
         self._backend = backend
+        self._signer: Signer | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> Stem:
@@ -100,7 +102,8 @@ class Stem:
     ) -> str:
         """Publish one task and return its id; an id that already exists is not published again.
 
-        Raises TaskNotRegistered, UnknownQueue or UsageError for bad input (nothing published),
+        Raises TaskNotRegistered, UnknownQueue or UsageError for bad input and SigningConfigError
+        when signing is on but this config cannot sign (nothing published in either case),
         BrokerError/BackendError when a store fails.
         """
         options = EnqueueOptions(
@@ -126,9 +129,10 @@ class Stem:
 
         Every item is validated before anything is published.
         """
+        signer = self._signer_or_refuse()
         now = self.clock.now()
         envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
-        messages = [_message(env) for env in envelopes]
+        messages = [_message(env, signer) for env in envelopes]
         created = self.backend.create([_queued_record(env) for env in envelopes])
         fresh = [msg for msg, is_new in zip(messages, created, strict=True) if is_new]
         try:
@@ -145,17 +149,26 @@ class Stem:
             return StatusRecord(id=task_id, task="", state=TaskState.UNKNOWN, queue="")
         return record
 
-    def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+    def wait(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        *,
+        on_update: Callable[[TaskStatus], None] | None = None,
+    ) -> TaskStatus:
         """Block until the task is terminal and return its status.
 
-        Works from any process: it polls the result backend. Raises WaitTimeout (a
-        TimeoutError) when `timeout` seconds pass first, UsageError for an unknown id.
+        Works from any process: it polls the result backend. `on_update` sees every polled
+        status (for progress displays). Raises WaitTimeout (a TimeoutError) when `timeout`
+        seconds pass first, UsageError for an unknown id.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status(task_id)
             if status.state is TaskState.UNKNOWN:
                 raise UsageError(f"task {task_id!r} is unknown")
+            if on_update is not None:
+                on_update(status)
             if status.state in TERMINAL:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
@@ -209,6 +222,16 @@ class Stem:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _signer_or_refuse(self) -> Signer | None:
+        """The signer, built on first enqueue; a config that cannot sign refuses every enqueue.
+
+        Built lazily because a verify-only (public keys) config is valid for status, dlq and
+        worker commands. Raises SigningConfigError before any store is written.
+        """
+        if self._signer is None and self.config.signing is not None:
+            self._signer = signer_for(self.config.signing)
+        return self._signer
 
     def _build(
         self, task: str, args: Mapping[str, Any], options: EnqueueOptions, now: float
@@ -326,9 +349,9 @@ def _queued_record(env: Envelope) -> StatusRecord:
     )
 
 
-def _message(env: Envelope) -> Message:
+def _message(env: Envelope, signer: Signer | None = None) -> Message:
     try:
-        body = encode(env)
+        body = encode(env, signer)
     except (TypeError, ValueError) as exc:
         raise UsageError(
             f"args and headers of task {env.task!r} must be JSON-serialisable: {exc}"

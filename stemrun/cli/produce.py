@@ -19,6 +19,7 @@ from stemrun.cli.common import (
     load,
     print_json,
 )
+from stemrun.cli.progress import progress_display
 from stemrun.client import Stem, TaskStatus
 from stemrun.errors import UsageError, WaitTimeout
 from stemrun.state import TaskState
@@ -103,7 +104,8 @@ def status(
 
 def _wait_and_print(stem: Stem, task_id: str, timeout: float | None, as_json: bool = True) -> int:
     try:
-        final = stem.wait(task_id, timeout=timeout)
+        with progress_display(task_id) as update:
+            final = stem.wait(task_id, timeout=timeout, on_update=update)
     except WaitTimeout as exc:
         _show(stem.status(task_id), as_json)
         typer.echo(f"timed out: {exc}", err=True)
