@@ -22,8 +22,6 @@ def crunch(ctx: TaskContext, steps: int = 5) -> int:
 def test_bar_on_a_terminal_json_on_stdout(project: Project) -> None:
     with (project.root / "e2etasks.py").open("a") as module:
         module.write(PROGRESS_TASK)
-    with (project.root / "stem.yaml").open("a") as config:
-        config.write("  crunch_workers: {queues: [default], concurrency: 1}\n")
     yaml = (
         (project.root / "stem.yaml")
         .read_text()
