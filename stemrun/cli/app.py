@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stemrun.cli import dlq, health, keys, produce, project, run, schedule, supervise
+from stemrun.cli import dlq, health, keys, produce, project, run, schedule, supervise, workflow
 
 app = typer.Typer(
     name="stemrun",
@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (project, supervise, run, schedule, produce, health, keys):
+for module in (project, supervise, run, schedule, produce, workflow, health, keys):
     module.register(app)
 app.add_typer(dlq.app, name="dlq")
 
