@@ -27,19 +27,48 @@ ensure_redis() {
   wait_for 6379 redis-server
 }
 
+pg_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
+
+# Trust on loopback only, for the tests; prepended so it wins over the packaged rules.
+trust_loopback() {
+  local version hba
+  version=$(pg_version)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  grep -q 'stemrun-tests' "$hba" ||
+    sed -i '1i host all all 127.0.0.1/32 trust # stemrun-tests\nhost all all ::1/128 trust # stemrun-tests' "$hba"
+  sed -i "s/^#\?listen_addresses.*/listen_addresses = 'localhost'/" \
+    "/etc/postgresql/$version/main/postgresql.conf"
+}
+
+# Start the cluster, or reload it when the package install already started it (systemd).
+start_or_reload() {
+  local version
+  version=$(pg_version)
+  if pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  else
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  fi
+}
+
+pg_accepts() { psql -h 127.0.0.1 -U postgres -tAc 'select 1' postgres >/dev/null 2>&1; }
+
 ensure_postgres() {
   if ! answers 5432; then
-    ls /etc/postgresql/*/main >/dev/null 2>&1 || apt_install postgresql
-    version=$(ls /etc/postgresql | sort -V | tail -n 1)
-    hba=/etc/postgresql/$version/main/pg_hba.conf
-    # Trust on loopback only, for the test user; prepended so it wins over the packaged rules.
-    grep -q 'stemrun-tests' "$hba" ||
-      sed -i '1i host all all 127.0.0.1/32 trust # stemrun-tests\nhost all all ::1/128 trust # stemrun-tests' "$hba"
-    sed -i "s/^#\?listen_addresses.*/listen_addresses = 'localhost'/" \
-      "/etc/postgresql/$version/main/postgresql.conf"
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    [ -n "$(pg_version)" ] || apt_install postgresql
+    trust_loopback
+    start_or_reload
     wait_for 5432 postgresql
   fi
+  if ! pg_accepts && [ -n "$(pg_version)" ]; then
+    trust_loopback
+    start_or_reload
+  fi
+  for _ in $(seq 1 25); do pg_accepts && break; sleep 0.2; done
+  pg_accepts || {
+    echo "services: PostgreSQL on 127.0.0.1:5432 refuses user postgres without a password" >&2
+    return 1
+  }
   if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='test'" postgres |
     grep -q 1; then
     psql -h 127.0.0.1 -U postgres -c 'create database test' postgres >/dev/null

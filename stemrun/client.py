@@ -13,6 +13,7 @@ from typing import Any
 
 from stemrun.backends.base import Backend, StatusRecord
 from stemrun.brokers.base import Broker, DeadLetter, Message
+from stemrun.canvas import Canvas, SignatureLike, Step, check, link_info, signature
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config
 from stemrun.envelope import Envelope, Signer, encode, peek_task, with_delivery
@@ -44,6 +45,7 @@ class EnqueueOptions:
     task_id: str | None = None
     parent_id: str | None = None
     root_id: str | None = None
+    canvas: Mapping[str, Any] | None = None  # set by stemrun.canvas: what follows this task
 
 
 class Stem:
@@ -99,8 +101,13 @@ class Stem:
         task_id: str | None = None,
         parent_id: str | None = None,
         root_id: str | None = None,
+        link: SignatureLike | None = None,
+        link_error: SignatureLike | None = None,
     ) -> str:
         """Publish one task and return its id; an id that already exists is not published again.
+
+        `link` is enqueued when the task succeeds (with its result as `previous`), `link_error`
+        when it fails for good (with `error` and `task_id`); both as `{id}.link[_error]`.
 
         Raises TaskNotRegistered, UnknownQueue or UsageError for bad input and SigningConfigError
         when signing is on but this config cannot sign (nothing published in either case),
@@ -116,7 +123,10 @@ class Stem:
             task_id=task_id,
             parent_id=parent_id,
             root_id=root_id,
+            canvas=link_info(link, link_error),
         )
+        follow_ups = [signature(s) for s in (link, link_error) if s is not None]
+        check(self.config, follow_ups)
         return self.enqueue_many([(task, args or {}, options)])[0]
 
     def enqueue_many(
@@ -141,6 +151,39 @@ class Stem:
             self.backend.delete([msg.id for msg in fresh])
             raise
         return [env.id for env in envelopes]
+
+    @property
+    def canvas(self) -> Canvas:
+        """Chains, groups, chords and their progress (see stemrun.canvas)."""
+        return Canvas(self)
+
+    def run_workflow(self, name: str, args: Mapping[str, Any] | None = None) -> str:
+        """Start a workflow declared in stem.yaml; returns its id (a status record too).
+
+        Raises UsageError for an unknown workflow name or bad args.
+        """
+        return self.canvas.workflow(name, args)
+
+    def enqueue_steps(self, steps: Sequence[Step]) -> list[str]:
+        """Publish canvas steps (from stemrun.canvas) under their deterministic ids."""
+        return self.enqueue_many(
+            [
+                (
+                    step.signature.task,
+                    step.args,
+                    EnqueueOptions(
+                        headers=step.signature.headers,
+                        queue=step.signature.queue,
+                        priority=step.signature.priority,
+                        task_id=step.id,
+                        parent_id=step.parent_id,
+                        root_id=step.root_id,
+                        canvas=step.canvas,
+                    ),
+                )
+                for step in steps
+            ]
+        )
 
     def status(self, task_id: str) -> TaskStatus:
         """The task's status record; state `unknown` for an id never enqueued (or expired)."""
@@ -254,6 +297,7 @@ class Stem:
             expires_at=_deadline(expires, now),
             parent_id=options.parent_id,
             root_id=options.root_id,
+            canvas=None if options.canvas is None else dict(options.canvas),
             eta=_eta(options.countdown, options.eta, now),
         )
 

@@ -6,10 +6,10 @@ Wire format (version 1) is a JSON object:
      "attempt": 0, "eta": null, "kid": null, "sig": null}
 
 `core` holds what a producer decided once and nobody may change (id, task, queue, args, headers,
-priority, lineage, expiry). It is kept as a string so that a signature covers its exact bytes and a
-worker can verify it before parsing the args. Delivery metadata that changes on every retry or
-replay (`attempt`, `eta`) stays outside, so a worker holding only a public key can retry a task
-without re-signing it.
+priority, lineage, expiry, and for canvas steps what to enqueue next). It is kept as a string so
+that a signature covers its exact bytes and a worker can verify it before parsing the args.
+Delivery metadata that changes on every retry or replay (`attempt`, `eta`) stays outside, so a
+worker holding only a public key can retry a task without re-signing it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Envelope:
     expires_at: float | None = None
     parent_id: str | None = None
     root_id: str | None = None
+    canvas: dict[str, Any] | None = None  # what comes after this step (stemrun.canvas)
     attempt: int = 0
     eta: float | None = None
 
@@ -52,7 +53,7 @@ class Envelope:
 
     def core(self) -> dict[str, Any]:
         """The immutable fields, as a JSON-ready dict."""
-        return {
+        core: dict[str, Any] = {
             "id": self.id,
             "task": self.task,
             "queue": self.queue,
@@ -64,6 +65,10 @@ class Envelope:
             "parent_id": self.parent_id,
             "root_id": self.root_id,
         }
+        # Only canvas steps carry the key, so a plain task's core bytes stay as they were.
+        if self.canvas is not None:
+            core["canvas"] = self.canvas
+        return core
 
 
 def encode(envelope: Envelope, signer: Signer | None = None) -> bytes:
@@ -117,6 +122,7 @@ def decode(raw: bytes, verifier: Verifier | None = None) -> Envelope:
             expires_at=_opt_float(core.get("expires_at")),
             parent_id=_opt_str(core.get("parent_id")),
             root_id=_opt_str(core.get("root_id")),
+            canvas=None if core.get("canvas") is None else _dict(core["canvas"]),
             attempt=int(outer.get("attempt", 0)),
             eta=_opt_float(outer.get("eta")),
         )

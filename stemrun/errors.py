@@ -25,6 +25,10 @@ class ConfigError(StemrunError):
         super().__init__("\n".join(self.problems))
 
 
+class SigningConfigError(ConfigError):
+    """The signing section cannot do what is asked: sign (no usable active key) or verify."""
+
+
 class UsageError(StemrunError):
     """A command or API call was given bad input (unknown task, undeclared queue, bad args)."""
 
@@ -51,6 +55,10 @@ class BackendError(StemrunError):
 
 class BackendUnavailable(BackendError):
     """The result backend could not be reached."""
+
+
+class ScheduleStoreError(StemrunError):
+    """The schedule store failed to do what was asked (or cannot be opened for its URL)."""
 
 
 class DecodeError(StemrunError):

@@ -7,12 +7,20 @@ certificate problem is being fixed.
 
 from __future__ import annotations
 
+import logging
+import re
 import ssl
 from typing import Any
 
 from stemrun.config.model import TlsConfig
 
 INSECURE_HINT = "set STEM_TLS_ALLOW_INSECURE=true to bypass verification temporarily"
+
+#: The logger that carries the one handshake warning per failed connection.
+logger = logging.getLogger("stemrun.tls")
+
+# "[SSL: CODE] text (_ssl.c:1006)" -> "text": the bracket and the C source line help nobody.
+_SSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]+\]\s*|\s*\(_ssl\.c:\d+\)$")
 
 
 def redis_kwargs(tls: TlsConfig | None) -> dict[str, Any]:
@@ -64,28 +72,74 @@ def ssl_context(tls: TlsConfig | None) -> ssl.SSLContext:
     return context
 
 
+def trust_summary(tls: TlsConfig | None) -> tuple[str, str]:
+    """The CA path (or "system") and client certificate path (or "not provided") in use."""
+    tls = tls or TlsConfig()
+    ca = str(tls.ca_cert) if tls.ca_cert else "system"
+    cert = str(tls.client_cert) if tls.client_cert else "not provided"
+    return ca, cert
+
+
 def handshake_warning(
     component: str, host: str, port: int | None, tls: TlsConfig | None, error: object
 ) -> str:
-    """The one-line warning of SPEC §8 for a failed TLS handshake."""
-    tls = tls or TlsConfig()
+    """The one-line warning of SPEC §8 for a failed TLS handshake.
+
+    `error` may be the exception itself: its TLS reason (not the client library's wrapper
+    text) is what gets shown.
+    """
+    if isinstance(error, BaseException):
+        error = tls_failure_reason(error) or error
     where = f"{host}:{port}" if port else host
-    ca = str(tls.ca_cert) if tls.ca_cert else "system"
-    cert = str(tls.client_cert) if tls.client_cert else "not provided"
+    ca, cert = trust_summary(tls)
     return (
         f"TLS handshake with {component} at {where} failed: {error} "
         f"(CA: {ca}; client cert: {cert}); {INSECURE_HINT}"
     )
 
 
+def log_handshake_failure(
+    component: str, host: str, port: int | None, tls: TlsConfig | None, error: object
+) -> str:
+    """Log the handshake warning once on the `stemrun.tls` logger and return its text."""
+    text = handshake_warning(component, host, port, tls, error)
+    logger.warning(text)
+    return text
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    # Client libraries wrap the ssl error (redis-py keeps it only as __context__).
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def tls_failure_reason(exc: BaseException) -> str | None:
+    """Why a TLS handshake failed, in OpenSSL's words, or None when `exc` is not a TLS failure."""
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError) and link.verify_message:
+            return f"certificate verify failed: {link.verify_message}"
+        if isinstance(link, ssl.SSLEOFError):
+            # What a server requiring client certificates often does instead of sending an alert.
+            return f"the server closed the connection during the handshake ({_openssl_text(link)})"
+        if isinstance(link, ssl.SSLError):
+            return _openssl_text(link)
+    for link in _chain(exc):
+        text = str(link)
+        # Some clients (libpq) report TLS problems only as text, with no ssl exception.
+        if any(word in text.lower() for word in ("ssl", "certificate", "tls", "handshake")):
+            return text
+    return None
+
+
+def _openssl_text(error: ssl.SSLError) -> str:
+    text = str(error.args[1]) if len(error.args) > 1 else str(error)
+    return _SSL_NOISE.sub("", text) or str(error)
+
+
 def looks_like_tls_failure(exc: BaseException) -> bool:
     """Whether an exception (or its causes) comes from a TLS handshake."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        text = str(seen).lower()
-        if any(word in text for word in ("ssl", "certificate", "tls", "handshake")):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return tls_failure_reason(exc) is not None

@@ -82,6 +82,16 @@ def apply_transition(record: StatusRecord, change: Transition) -> StatusRecord |
     return dataclasses.replace(record, state=change.state, attempt=change.attempt, **values)
 
 
+#: How long chord counters live after their entry was recorded (a chord may run for days).
+CHORD_TTL_S = 7 * 86400.0
+
+
+def check_chord_member(index: int, size: int) -> None:
+    """Raises ValueError unless 0 <= index < size."""
+    if not 0 <= index < size:
+        raise ValueError(f"chord member index {index} is outside 0..{size - 1}")
+
+
 class Backend(ABC):
     """Store and read task status records.
 
@@ -132,6 +142,19 @@ class Backend(ABC):
     def purge_expired(self, now: float) -> int:
         """Delete records whose result TTL has passed; returns how many."""
 
+    def chord_add(
+        self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
+    ) -> list[Any] | None:
+        """Record member `index`'s result of a chord (or group) of `size` members, atomically.
+
+        The same index twice counts once (the first result stays). Returns the members' results
+        in index order when, after this call, all `size` are recorded and this call recorded the
+        last one or repeated a recorded index (a redelivered completion re-drives the idempotent
+        callback enqueue); otherwise None. Entries expire `ttl_s` after they were recorded.
+        Raises ValueError for an index outside 0..size-1, BackendError when the store cannot.
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support chords")
+
     @abstractmethod
     def ping(self) -> None:
         """Check the store answers; raises BackendError (or BackendUnavailable) when it does not."""
@@ -162,8 +185,14 @@ def open_backend(
         from stemrun.backends.sqlite import SqliteBackend
 
         return SqliteBackend(url, namespace=namespace, base_dir=base_dir)
-    if scheme in ("redis", "rediss", "postgres", "postgresql"):
-        raise BackendError(f"result backend {mask_url(url)}: not available yet")
+    if scheme in ("postgres", "postgresql"):
+        from stemrun.backends.postgres import PostgresBackend
+
+        return PostgresBackend(url, namespace=namespace, tls=tls)
+    if scheme in ("redis", "rediss"):
+        from stemrun.backends.redis import RedisBackend
+
+        return RedisBackend(url, namespace=namespace, tls=tls)
     raise BackendError(
         f"result backend {mask_url(url)}: unknown URL scheme {scheme!r} "
         "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"

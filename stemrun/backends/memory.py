@@ -11,7 +11,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from stemrun.backends.base import Backend, StatusRecord, Transition, apply_transition
+from stemrun.backends.base import (
+    CHORD_TTL_S,
+    Backend,
+    StatusRecord,
+    Transition,
+    apply_transition,
+    check_chord_member,
+)
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
 from stemrun.clock import Clock, SystemClock
 
@@ -34,6 +41,8 @@ class MemoryBackend(Backend):
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, float | None]] = {}  # id -> (json, expires_at)
         self._workers: dict[str, tuple[str, float]] = {}  # id -> (json info, expires_at)
+        # chord id -> member index -> (json result, expires_at)
+        self._chords: dict[str, dict[int, tuple[str, float]]] = {}
 
     @classmethod
     def shared(cls, url: str, *, namespace: str, clock: Clock | None = None) -> MemoryBackend:
@@ -148,7 +157,30 @@ class MemoryBackend(Backend):
                 del self._records[key]
             for key in [k for k, (_, until) in self._workers.items() if until < now]:
                 del self._workers[key]
+            for chord_id, members in list(self._chords.items()):
+                if all(until < now for _, until in members.values()):
+                    del self._chords[chord_id]
         return len(doomed)
+
+    def chord_add(
+        self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
+    ) -> list[Any] | None:
+        """Record a chord member's result; the ordered results once complete (see Backend).
+
+        Raises ValueError for an index outside 0..size-1 or a result that is not JSON.
+        """
+        check_chord_member(index, size)
+        text = json.dumps(result, allow_nan=False)
+        with self._lock:
+            now = self.clock.now()
+            members = self._chords.setdefault(chord_id, {})
+            for key in [k for k, (_, until) in members.items() if until < now]:
+                del members[key]
+            members.setdefault(index, (text, now + ttl_s))
+            if len(members) < size:
+                return None
+            texts = [members[i][0] for i in range(size)]
+        return [json.loads(t) for t in texts]
 
     def ping(self) -> None:
         """Always answers: it lives in this process."""

@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stemrun.backends.base import Backend, StatusRecord, Transition, apply_transition
+from stemrun.backends.base import (
+    CHORD_TTL_S,
+    Backend,
+    StatusRecord,
+    Transition,
+    apply_transition,
+    check_chord_member,
+)
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
 from stemrun.clock import Clock, SystemClock
 from stemrun.errors import BackendError
@@ -151,7 +158,32 @@ class SqliteBackend(Backend):
         """
         with self._db.write("purge expired records") as conn:
             conn.execute(self._q["purge_expired_workers"], {"now": now})
+            conn.execute(self._q["purge_expired_chords"], {"now": now})
             return conn.execute(self._q["purge_expired"], {"now": now}).rowcount
+
+    def chord_add(
+        self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
+    ) -> list[Any] | None:
+        """Record a chord member's result; the ordered results once complete (see Backend).
+
+        One BEGIN IMMEDIATE transaction inserts and counts, so concurrent members serialise and
+        exactly one first-time add sees the chord complete. Raises ValueError (bad index, result
+        not JSON) or BackendError.
+        """
+        check_chord_member(index, size)
+        params = {
+            "chord_id": chord_id,
+            "idx": index,
+            "result": json.dumps(result, allow_nan=False),
+            "expires_at": self.clock.now() + ttl_s,
+        }
+        with self._db.write("record a chord member") as conn:
+            conn.execute(self._q["chord_add"], params)
+            (count,) = conn.execute(self._q["chord_count"], params).fetchone()
+            if count < size:
+                return None
+            rows = conn.execute(self._q["chord_results"], params).fetchall()
+        return [json.loads(row[0]) for row in rows]
 
     def ping(self) -> None:
         """Run a trivial query; raises BackendError."""

@@ -18,6 +18,13 @@ CREATE TABLE IF NOT EXISTS {ns}_workers (
     info TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {ns}_chords (
+    chord_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (chord_id, idx)
+);
 
 -- name: create
 -- An expired record counts as absent: its id may be used again.
@@ -72,3 +79,18 @@ SELECT info FROM {ns}_workers WHERE expires_at >= :now ORDER BY id;
 
 -- name: remove_worker
 DELETE FROM {ns}_workers WHERE id = :id;
+
+-- name: chord_add
+-- The first result of a member index wins; a repeat changes nothing.
+INSERT INTO {ns}_chords (chord_id, idx, result, expires_at)
+VALUES (:chord_id, :idx, :result, :expires_at)
+ON CONFLICT (chord_id, idx) DO NOTHING;
+
+-- name: chord_count
+SELECT count(*) FROM {ns}_chords WHERE chord_id = :chord_id;
+
+-- name: chord_results
+SELECT result FROM {ns}_chords WHERE chord_id = :chord_id ORDER BY idx;
+
+-- name: purge_expired_chords
+DELETE FROM {ns}_chords WHERE expires_at < :now;

@@ -164,9 +164,13 @@ def open_broker(
 
         return SqliteBroker(url, namespace=namespace, base_dir=base_dir)
     if scheme in ("redis", "rediss"):
-        raise BrokerError(f"broker {mask_url(url)}: the Redis broker is not available yet")
+        from stemrun.brokers.redis_streams import RedisStreamsBroker
+
+        return RedisStreamsBroker(url, namespace=namespace, tls=tls)
     if scheme in ("postgres", "postgresql"):
-        raise BrokerError(f"broker {mask_url(url)}: Postgres cannot serve as the broker")
+        from stemrun.brokers.postgres import PostgresBroker
+
+        return PostgresBroker(url, namespace=namespace, tls=tls)
     raise BrokerError(
         f"broker {mask_url(url)}: unknown URL scheme {scheme!r} "
         "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"

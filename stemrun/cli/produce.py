@@ -64,20 +64,20 @@ def enqueue(
     with Stem(loaded) as stem:
         new_id = stem.enqueue(
             task,
-            args=_parse_args(args, arg or []),
+            args=parse_args(args, arg or []),
             headers=_pairs(header or [], "--header", parse_values=False),
             queue=queue,
             priority=priority,
-            countdown=_duration(countdown, "--countdown"),
+            countdown=parse_duration_flag(countdown, "--countdown"),
             eta=_iso(eta),
-            expires=_duration(expires, "--expires"),
+            expires=parse_duration_flag(expires, "--expires"),
             task_id=task_id,
         )
         if not wait:
             typer.echo(new_id)
             return
         typer.echo(new_id, err=True)
-        raise typer.Exit(_wait_and_print(stem, new_id, _duration(timeout, "--timeout")))
+        raise typer.Exit(wait_and_print(stem, new_id, parse_duration_flag(timeout, "--timeout")))
 
 
 @exits
@@ -96,33 +96,48 @@ def status(
         current = stem.status(task_id)
         if wait and current.state is not TaskState.UNKNOWN:
             raise typer.Exit(
-                _wait_and_print(stem, task_id, _duration(timeout, "--timeout"), json_out)
+                wait_and_print(stem, task_id, parse_duration_flag(timeout, "--timeout"), json_out)
             )
-        _show(current, json_out)
+        _show(stem, current, json_out)
         raise typer.Exit(EXIT_FAILED if current.state is TaskState.UNKNOWN else EXIT_OK)
 
 
-def _wait_and_print(stem: Stem, task_id: str, timeout: float | None, as_json: bool = True) -> int:
+def wait_and_print(stem: Stem, task_id: str, timeout: float | None, as_json: bool = True) -> int:
+    """Wait for a terminal state, print the status; the exit code (0 only if it succeeded)."""
     try:
         with progress_display(task_id) as update:
             final = stem.wait(task_id, timeout=timeout, on_update=update)
     except WaitTimeout as exc:
-        _show(stem.status(task_id), as_json)
+        _show(stem, stem.status(task_id), as_json)
         typer.echo(f"timed out: {exc}", err=True)
         return EXIT_FAILED
-    _show(final, as_json)
+    _show(stem, final, as_json)
     return EXIT_OK if final.state is TaskState.SUCCEEDED else EXIT_FAILED
 
 
-def _show(record: TaskStatus, as_json: bool) -> None:
+def _show(stem: Stem, record: TaskStatus, as_json: bool) -> None:
     data = _public(record)
+    # A group, chord or workflow id: add its members' states and progress counts.
+    view = None if record.state is TaskState.UNKNOWN else stem.canvas.describe(record)
     if as_json:
-        print_json(data)
+        print_json({**data, **(view or {})})
         return
     for key, value in data.items():
-        if value not in (None, {}, []):
+        if value not in (None, {}, [], ""):
             shown = value if isinstance(value, str) else json.dumps(value, default=str)
             typer.echo(f"{key:19} {shown}")
+    if view is not None:
+        _show_members(view)
+
+
+def _show_members(view: dict[str, Any]) -> None:
+    typer.echo(
+        f"{'progress':19} {view['completed']}/{view['total']} completed, "
+        f"{view['succeeded']} succeeded, {view['failed']} failed"
+    )
+    extra = [view["callback"]] if "callback" in view else []
+    for member in [*view["members"], *extra]:
+        typer.echo(f"  {member['id']:40} {member['state']:10} {member['task'] or ''}")
 
 
 def _public(record: TaskStatus) -> dict[str, Any]:
@@ -133,7 +148,8 @@ def _public(record: TaskStatus) -> dict[str, Any]:
     return data
 
 
-def _parse_args(raw: str | None, pairs: list[str]) -> dict[str, Any]:
+def parse_args(raw: str | None, pairs: list[str]) -> dict[str, Any]:
+    """`--args` JSON plus `-a key=value` pairs. Raises UsageError."""
     args: dict[str, Any] = {}
     if raw is not None:
         try:
@@ -164,7 +180,8 @@ def _json_or_text(value: str) -> Any:
         return value
 
 
-def _duration(value: str | None, flag: str) -> float | None:
+def parse_duration_flag(value: str | None, flag: str) -> float | None:
+    """A duration flag's value in seconds (None when absent). Raises UsageError."""
     from stemrun.config import parse_duration
 
     if value is None:

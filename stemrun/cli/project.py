@@ -22,6 +22,7 @@ from stemrun.cli.common import (
 from stemrun.config.model import Config, TaskConfig
 from stemrun.errors import HandlerImportError
 from stemrun.registry import ensure_import_path, load_handler
+from stemrun.signing import signing_mode
 
 STARTER_TASKS = '''"""Task handlers for the starter stem.yaml written by `stemrun init`."""
 
@@ -87,6 +88,9 @@ def validate(
     loaded = load(config, log_level, log_format)
     if imports:
         _check_imports(loaded)
+    mode, cannot_sign = signing_mode(loaded.signing)  # an incomplete producer config exits 2
+    if cannot_sign is not None:
+        typer.echo(f"warning: {loaded.path}: verify-only signing config: {cannot_sign}", err=True)
     queues = sorted(set(loaded.queues) | {loaded.default_queue})
     summary = {
         "file": str(loaded.path),
@@ -97,6 +101,7 @@ def validate(
         "schedules": len(loaded.schedules),
         "workflows": len(loaded.workflows),
         "signing": loaded.signing.algorithm if loaded.signing else None,
+        "signing_mode": mode,
     }
     if json_out:
         print_json(summary)

@@ -1,9 +1,384 @@
-"""Placeholder for schedule and beat commands (issue 4); replaced by its implementation."""
+"""`schedule list | show | apply | dry-run | remove | enable | disable` and `beat`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from stemrun.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOpt,
+    JsonOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    confirm_or_refuse,
+    exits,
+    fail,
+    load,
+    print_json,
+)
+from stemrun.cli.run import refuse_memory
+from stemrun.config.model import Config, ScheduleConfig
+from stemrun.errors import UsageError
+from stemrun.schedules.apply import ScheduleDiff, apply_schedules, set_enabled
+from stemrun.schedules.spec import Spec, next_fire, parse_spec, to_datetime, zone
+from stemrun.schedules.store import ScheduleEntry, ScheduleStore, schedule_store_for
+from stemrun.url import mask_url, scheme_of
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(
+    help="Schedules: list, show, apply, dry-run, remove, enable, disable.", no_args_is_help=True
+)
+
+IdArg = Annotated[str, typer.Argument(help="Schedule entry id (its key under `schedules`).")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
+
+
+def register(root: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    root.add_typer(app, name="schedule")
+    root.command("beat")(beat)
+
+
+@contextmanager
+def _opened(
+    config: Path | None, log_level: str | None, log_format: str | None
+) -> Iterator[tuple[Config, ScheduleStore]]:
+    loaded = load(config, log_level, log_format)
+    store = schedule_store_for(loaded)
+    try:
+        yield loaded, store
+    finally:
+        store.close()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+
+
+def _when(epoch_s: float | None, tz_name: str) -> str | None:
+    return None if epoch_s is None else _iso(to_datetime(epoch_s, zone(tz_name)))
+
+
+def _public(entry: ScheduleEntry) -> dict[str, Any]:
+    data = entry.to_dict()
+    data["last_run_at"] = _when(entry.last_run_at, entry.timezone)
+    data["next_run_at"] = _when(entry.next_run_at, entry.timezone)
+    return data
+
+
+@app.command("list")
+@exits
+def list_(
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the schedule entries in the store with their run state."""
+    with _opened(config, log_level, log_format) as (_, store):
+        rows = [_public(entry) for entry in store.entries()]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no schedule entries (declare them under `schedules`, then apply)", err=True)
+    for row in rows:
+        state = "enabled " if row["enabled"] else "disabled"
+        error = f"  last_error={row['last_error']}" if row["last_error"] else ""
+        typer.echo(
+            f"{row['name']:20} {state} {row['spec']:22} {row['timezone']:16} "
+            f"next={row['next_run_at'] or '-'} last={row['last_run_at'] or '-'} "
+            f"runs={row['total_run_count']}{error}"
+        )
+
+
+@app.command("show")
+@exits
+def show(
+    entry_id: IdArg,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one schedule entry; exit 1 if there is none with that id."""
+    with _opened(config, log_level, log_format) as (_, store):
+        entry = store.get(entry_id)
+    if entry is None:
+        fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+    row = _public(entry)
+    if json_out:
+        print_json(row)
+        return
+    for key, value in row.items():
+        typer.echo(f"{key:16} {'-' if value is None else value}")
+
+
+@app.command("apply")
+@exits
+def apply(
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Apply the schedules of this stem.yaml instead.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print the diff.")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove stored entries no longer declared.")
+    ] = False,
+    yes: YesOpt = False,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the store match the declared schedules; prints the diff first."""
+    with _opened(config, log_level, log_format) as (loaded, store):
+        declared = _declared(file)
+        diff = apply_schedules(loaded, store, schedules=declared, prune=prune, dry_run=True)
+        if dry_run or not diff.has_changes:
+            _print_diff(diff, json_out)
+            return
+        if not json_out:
+            _print_diff(diff, json_out)
+        if not confirm_or_refuse("Apply these schedule changes?", yes):
+            raise typer.Exit(EXIT_FAILED)
+        done = apply_schedules(loaded, store, schedules=declared, prune=prune)
+    if json_out:
+        print_json(done.to_dict())
+    typer.echo(_summary(done), err=True)
+
+
+def _declared(file: Path | None) -> dict[str, ScheduleConfig] | None:
+    if file is None:
+        return None
+    from stemrun.config import load_config
+
+    return load_config(file).schedules
+
+
+def _print_diff(diff: ScheduleDiff, as_json: bool) -> None:
+    if as_json:
+        print_json(diff.to_dict())
+        return
+    for change in diff.added:
+        assert change.after is not None
+        typer.echo(f"+ {change.name}: {_describe(change.after)}")
+    for change in diff.changed:
+        assert change.before is not None and change.after is not None
+        fields = ", ".join(
+            f"{f}: {getattr(change.before, f)!r} -> {getattr(change.after, f)!r}"
+            for f in change.fields
+        )
+        typer.echo(f"~ {change.name}: {fields}; next {_next(change.after)}")
+    for change in diff.removed:
+        typer.echo(f"- {change.name}: {change.before.spec if change.before else ''}")
+    typer.echo(_summary(diff), err=True)
+
+
+def _describe(entry: ScheduleEntry) -> str:
+    queue = f" queue={entry.queue}" if entry.queue else ""
+    return f"{entry.task} {entry.spec} ({entry.timezone}){queue}; next {_next(entry)}"
+
+
+def _next(entry: ScheduleEntry) -> str:
+    if not entry.enabled:
+        return "- (disabled)"
+    return _when(entry.next_run_at, entry.timezone) or "- (never)"
+
+
+def _summary(diff: ScheduleDiff) -> str:
+    if not diff.has_changes:
+        text = "no changes"
+    else:
+        verb = "" if diff.applied else "would be "
+        text = (
+            f"{len(diff.added)} {verb}added, {len(diff.changed)} {verb}changed, "
+            f"{len(diff.removed)} {verb}removed"
+        )
+    if diff.undeclared:
+        names = ", ".join(diff.undeclared)
+        text += f"; {len(diff.undeclared)} not declared, kept (use --prune to remove): {names}"
+    return text
+
+
+@app.command("dry-run")
+@exits
+def dry_run(
+    entry_id: Annotated[
+        str | None, typer.Option("--id", help="A stored or declared entry.")
+    ] = None,
+    spec: Annotated[
+        str | None, typer.Option("--spec", help="A spec, e.g. 'cron:0 8 * * *'.")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="Zone for --spec (default UTC).")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="How many fires.")] = 10,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="ISO-8601 start (default now; naive: the entry's zone)."),
+    ] = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Print the next fire times, one ISO-8601 datetime per line, in the entry's time zone."""
+    if (entry_id is None) == (spec is None):
+        fail("give exactly one of --id ID or --spec SPEC", EXIT_USAGE)
+    if spec is not None:
+        tz = _zone(timezone or "UTC")
+        parsed, first = _spec(spec), None
+    else:
+        assert entry_id is not None
+        with _opened(config, log_level, log_format) as (loaded, store):
+            entry = store.get(entry_id) or _declared_entry(loaded, entry_id)
+        tz, parsed = _zone(entry.timezone), _spec(entry.spec)
+        first = _stored_first(entry, parsed, _start(start, tz) if start else None, tz)
+    if first is None:
+        first = _first(parsed, _start(start, tz), tz, None)
+    for moment in _series(parsed, first, tz, count):
+        typer.echo(_iso(moment))
+
+
+def _declared_entry(config: Config, entry_id: str) -> ScheduleEntry:
+    declared = config.schedules.get(entry_id)
+    if declared is None:
+        fail(f"no schedule entry {entry_id!r} in the store or stem.yaml", EXIT_FAILED)
+    return ScheduleEntry.declared(declared)
+
+
+def _stored_first(
+    entry: ScheduleEntry, spec: Spec, start: datetime | None, tz: tzinfo
+) -> datetime | None:
+    """A stored, armed entry continues its own grid: from its next run (overdue shown first),
+    or from `start` on that grid; None when it has no run state to continue."""
+    if not entry.enabled or entry.next_run_at is None:
+        return None
+    anchor = to_datetime(entry.next_run_at, tz)
+    return anchor if start is None else _first(spec, start, tz, anchor)
+
+
+def _first(spec: Spec, start: datetime, tz: tzinfo, anchor: datetime | None) -> datetime | None:
+    """The first fire at or after `start`; a fresh `every:` grid starts at `start` itself."""
+    if spec.kind == "every" and anchor is None:
+        return start.astimezone(tz)
+    return next_fire(spec, start - timedelta(microseconds=1), tz, anchor=anchor)
+
+
+def _series(spec: Spec, first: datetime | None, tz: tzinfo, count: int) -> list[datetime]:
+    out: list[datetime] = []
+    current = first
+    while current is not None and len(out) < count:
+        out.append(current)
+        current = next_fire(spec, current, tz, anchor=current)
+    return out
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return zone(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _spec(text: str) -> Spec:
+    try:
+        return parse_spec(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid spec: {exc}") from exc
+
+
+def _start(text: str | None, tz: tzinfo) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--from is not an ISO-8601 datetime: {text!r}") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+
+
+@app.command("remove")
+@exits
+def remove(
+    entry_id: IdArg,
+    yes: YesOpt = False,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Delete one entry from the store; exit 1 if there is none with that id."""
+    with _opened(config, log_level, log_format) as (loaded, store):
+        if store.get(entry_id) is None:
+            fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+        if not confirm_or_refuse(f"Remove schedule entry {entry_id!r}?", yes):
+            raise typer.Exit(EXIT_FAILED)
+        if not store.remove(entry_id):
+            fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+    typer.echo(f"removed {entry_id}", err=True)
+    if entry_id in loaded.schedules:
+        typer.echo("it is declared in stem.yaml: the next apply adds it back", err=True)
+
+
+@app.command("enable")
+@exits
+def enable(
+    entry_id: IdArg,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Enable one entry (it continues from its last run); exit 1 if unknown."""
+    _toggle(entry_id, True, config, log_level, log_format)
+
+
+@app.command("disable")
+@exits
+def disable(
+    entry_id: IdArg,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Disable one entry until enabled again (or re-applied from stem.yaml); exit 1 if unknown."""
+    _toggle(entry_id, False, config, log_level, log_format)
+
+
+def _toggle(
+    entry_id: str, enabled: bool, config: Path | None, level: str | None, fmt: str | None
+) -> None:
+    with _opened(config, level, fmt) as (_, store):
+        entry = set_enabled(store, entry_id, enabled)
+    if entry is None:
+        fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+    state = "enabled" if enabled else "disabled"
+    typer.echo(f"{entry_id} {state}; next {_next(entry)}", err=True)
+
+
+@exits
+def beat(
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Beat name (lease owner).")
+    ] = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run one beat scheduler: applies the declared schedules, then fires due entries."""
+    from stemrun.schedules.beat import Beat
+
+    loaded = load(config, log_level, log_format)
+    refuse_memory(loaded, "beat")
+    if scheme_of(loaded.schedule_store) == "memory":
+        fail(
+            f"schedule_store {mask_url(loaded.schedule_store)}: `stemrun beat` cannot use "
+            "memory:// (it only lives inside one process); use sqlite:///.stem/stem.db or a "
+            "Redis/Postgres URL",
+            EXIT_USAGE,
+        )
+    raise typer.Exit(Beat(loaded, name=name).run())

@@ -1,9 +1,54 @@
-"""Placeholder for the up command (issue 5); replaced by its implementation."""
+"""`up`: the supervisor — worker groups and beat as child processes, with hot reload."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from stemrun.cli.common import ConfigOpt, LogFormatOpt, LogLevelOpt, exits, load
+from stemrun.cli.run import refuse_memory
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("up")(up)
+
+
+@exits
+def up(
+    no_reload: Annotated[
+        bool, typer.Option("--no-reload", help="Do not watch stem.yaml for changes.")
+    ] = False,
+    reload_code: Annotated[
+        bool,
+        typer.Option(
+            "--reload-code",
+            help="Also restart the workers when a .py file under the config directory changes.",
+        ),
+    ] = False,
+    no_beat: Annotated[
+        bool, typer.Option("--no-beat", help="Do not run the beat scheduler.")
+    ] = False,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Comma-separated worker groups to run.")
+    ] = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run every worker group (and beat) from stem.yaml; reload on change."""
+    from stemrun.supervisor import Supervisor, UpOptions
+
+    loaded = load(config, log_level, log_format)
+    refuse_memory(loaded, "up")
+    groups = tuple(name.strip() for name in only.split(",") if name.strip()) if only else None
+    options = UpOptions(
+        reload=not no_reload,
+        reload_code=reload_code,
+        beat=not no_beat,
+        only=groups,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    raise typer.Exit(Supervisor(loaded, options).run())

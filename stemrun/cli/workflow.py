@@ -1,9 +1,93 @@
-"""Placeholder for the workflow commands (issue 6); replaced by its implementation."""
+"""`workflow list | run`: the canvas workflows declared in stem.yaml."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
+from stemrun.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    exits,
+    load,
+    print_json,
+)
+from stemrun.cli.produce import TimeoutOpt, parse_args, parse_duration_flag, wait_and_print
+from stemrun.client import Stem
+from stemrun.config.model import WorkflowConfig
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(help="Canvas workflows declared in stem.yaml: list, run.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    root.add_typer(app, name="workflow")
+
+
+def _row(workflow: WorkflowConfig) -> dict[str, Any]:
+    steps = [{"task": s.task, "args": s.args} for s in workflow.steps]
+    row: dict[str, Any] = {"name": workflow.name, "kind": workflow.kind, "steps": steps}
+    if workflow.callback is not None:
+        row["callback"] = {"task": workflow.callback.task, "args": workflow.callback.args}
+    return row
+
+
+@app.command("list")
+@exits
+def list_(
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the workflows with their kind and steps."""
+    loaded = load(config, log_level, log_format)
+    rows = [_row(w) for _, w in sorted(loaded.workflows.items())]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no workflows declared in stem.yaml", err=True)
+    for row in rows:
+        arrow = " -> " if row["kind"] == "chain" else ", "
+        steps = arrow.join(step["task"] for step in row["steps"])
+        if "callback" in row:
+            steps = f"[{steps}] => {row['callback']['task']}"
+        typer.echo(f"{row['name']:24} {row['kind']:6} {steps}")
+
+
+@app.command("run")
+@exits
+def run(
+    name: Annotated[str, typer.Argument(help="Workflow name declared in stem.yaml.")],
+    args: Annotated[
+        str | None,
+        typer.Option(
+            "--args", help="JSON object merged into the first chain step or every member."
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final status.")] = False,
+    timeout: TimeoutOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a workflow and print its id (with --wait: its final status as JSON)."""
+    loaded = load(config, log_level, log_format)
+    parsed = parse_args(args, [])
+    with Stem(loaded) as stem:
+        workflow_id = stem.run_workflow(name, parsed)
+        if not wait:
+            if json_out:
+                print_json({"id": workflow_id, "workflow": name})
+            else:
+                typer.echo(workflow_id)
+            return
+        typer.echo(workflow_id, err=True)
+        raise typer.Exit(
+            wait_and_print(stem, workflow_id, parse_duration_flag(timeout, "--timeout"))
+        )

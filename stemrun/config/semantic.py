@@ -15,6 +15,7 @@ from typing import Any
 
 from stemrun.config.duration import parse_duration
 from stemrun.config.problem import Problem, YamlPath
+from stemrun.config.schedule_checks import check_schedules
 from stemrun.config.signing_keys import check_signing
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -149,7 +150,14 @@ def check(data: Any) -> list[Problem]:
     if not isinstance(data, dict):
         return []
     problems: list[Problem] = []
-    checkers = (_check_finite, _check_queues, _check_tasks, _check_task_options, _check_timezones)
+    checkers = (
+        _check_finite,
+        _check_queues,
+        _check_tasks,
+        _check_task_options,
+        _check_timezones,
+        check_schedules,
+    )
     for checker in checkers:
         problems.extend(checker(data))
     problems.extend(check_signing(data.get("signing")))

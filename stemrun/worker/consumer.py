@@ -22,9 +22,11 @@ from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
 from stemrun.registry import Registry
+from stemrun.signing import verifier_for
 from stemrun.stores import backend_for, broker_for
 from stemrun.worker import report, settle, signals
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
+from stemrun.worker.continuation import Continuations
 from stemrun.worker.execute import Outcome
 from stemrun.worker.job import Beat, Done, Event, Progress, Wake
 from stemrun.worker.lease import FETCH_LEASE_S, Held, Leases
@@ -60,8 +62,12 @@ class Worker:
         install_signal_handlers: bool = True,
         clock: Clock | None = None,
     ) -> None:
-        """Raises UsageError (unknown group, undeclared queue, process pool without a file)."""
+        """Raises UsageError (unknown group, undeclared queue, process pool without a file).
+
+        Raises SigningConfigError when signing is on but no key is trusted.
+        """
         self.config = config
+        self._verifier = verifier_for(config.signing)
         self.plan: Plan = resolve(
             config, group=group, queues=queues, concurrency=concurrency, pool=pool, name=name
         )
@@ -77,6 +83,7 @@ class Worker:
         self._owns_broker = broker is None
         self._owns_backend = backend is None
         self.broker, self.backend = _open_stores(config, broker, backend)
+        self._continuations = Continuations(config, self.broker, self.backend, self._clock)
         self._registry = Registry(config)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -246,7 +253,7 @@ class Worker:
         admitted: list[Held] = []
         now = self._clock.now()
         for delivery in deliveries:
-            result = admit(delivery, self.config, now, verifier=None)
+            result = admit(delivery, self.config, now, verifier=self._verifier)
             if isinstance(result, settle.Settlement):
                 self._count(result)
                 self._pending.append(result)
@@ -339,7 +346,7 @@ class Worker:
         if not self._pending:
             return
         batch = self._pending
-        settle.apply(self.backend, self.broker, batch)
+        settle.apply(self.backend, self.broker, batch, self._continuations.run)
         self._pending = []
         for item in batch:
             self._log(

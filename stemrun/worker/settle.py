@@ -8,7 +8,7 @@ crash anywhere leaves the message leased and it is delivered again.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,10 +39,18 @@ class Settlement:
     task: str | None = None
     attempt: int = 0
     detail: str = ""
+    envelope: Envelope | None = None  # when decoded: canvas steps continue after their write
 
 
-def apply(backend: Backend, broker: Broker, batch: Sequence[Settlement]) -> None:
-    """Write a batch: transitions, then requeues and dead letters, then acks.
+def apply(
+    backend: Backend,
+    broker: Broker,
+    batch: Sequence[Settlement],
+    then: Callable[[Sequence[Settlement]], None] | None = None,
+) -> None:
+    """Write a batch: transitions, `then(batch)`, requeues and dead letters, then acks.
+
+    `then` runs canvas continuations once the terminal states are durable and before any ack.
 
     Raises BackendError / BrokerError; the caller may apply the same batch again (every write is
     fenced or keyed by the delivery's receipt, so repeating it changes nothing twice).
@@ -50,6 +58,8 @@ def apply(backend: Backend, broker: Broker, batch: Sequence[Settlement]) -> None
     transitions = [item.transition for item in batch if item.transition is not None]
     if transitions:
         backend.transition(transitions)
+    if then is not None:
+        then(batch)
     for item in batch:
         if item.action == "requeue":
             broker.requeue(item.delivery, item.body or item.delivery.body, item.eta)
@@ -78,6 +88,7 @@ def succeeded(
         task=envelope.task,
         attempt=envelope.attempt,
         detail=f"in {outcome.runtime_s:.3f}s",
+        envelope=envelope,
     )
 
 
@@ -145,6 +156,7 @@ def give_up(
         task=envelope.task,
         attempt=envelope.attempt,
         detail=_describe(error),
+        envelope=envelope,
     )
 
 
@@ -193,6 +205,7 @@ def expired(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float
         task=envelope.task,
         attempt=envelope.attempt,
         detail="expired before it started",
+        envelope=envelope,
     )
 
 
@@ -205,6 +218,7 @@ def skipped(delivery: Delivery, envelope: Envelope, why: str) -> Settlement:
         task=envelope.task,
         attempt=envelope.attempt,
         detail=why,
+        envelope=envelope,
     )
 
 

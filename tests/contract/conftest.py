@@ -22,6 +22,7 @@ from stemrun.brokers.base import Broker
 from stemrun.brokers.memory import MemoryBroker
 from stemrun.brokers.sqlite import SqliteBroker
 from stemrun.clock import ManualClock
+from tests import services
 
 _unique = itertools.count()
 
@@ -34,6 +35,8 @@ class StoreEnv:
     tmp_path: Path
     clock: ManualClock
     opened: list[Broker | Backend] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run after handles close
+    urls: dict[str, str] = field(default_factory=dict)  # service -> this test's isolated URL
 
 
 def make_memory_broker(env: StoreEnv) -> Broker:
@@ -54,13 +57,62 @@ def make_sqlite_backend(env: StoreEnv) -> Backend:
     return SqliteBackend(url, namespace=env.namespace, clock=env.clock)
 
 
+def postgres_store_url(env: StoreEnv) -> str:
+    """This test's Postgres URL: a fresh schema as search_path, dropped at teardown."""
+    if "postgres" not in env.urls:
+        base = services.require_postgres()
+        schema = f"c{env.namespace}_{services.unique_namespace()}"
+        env.urls["postgres"] = services.create_postgres_schema(base, schema)
+        env.cleanups.append(lambda: services.drop_postgres_schema(base, schema))
+    return env.urls["postgres"]
+
+
+def make_postgres_backend(env: StoreEnv) -> Backend:
+    from stemrun.backends.postgres import PostgresBackend
+
+    return PostgresBackend(postgres_store_url(env), namespace=env.namespace, clock=env.clock)
+
+
+def make_postgres_broker(env: StoreEnv) -> Broker:
+    from stemrun.brokers.postgres import PostgresBroker
+
+    return PostgresBroker(postgres_store_url(env), namespace=env.namespace, clock=env.clock)
+
+
+def redis_store_namespace(env: StoreEnv) -> str:
+    """This test's namespace on the test Redis (unique across sessions), deleted at teardown."""
+    if "redis" not in env.urls:
+        url, namespace = services.require_redis(), services.unique_namespace(env.namespace)
+        env.urls["redis"] = namespace
+        env.cleanups.append(lambda: services.delete_redis_namespace(url, namespace))
+    return env.urls["redis"]
+
+
+def make_redis_broker(env: StoreEnv) -> Broker:
+    from stemrun.brokers.redis_streams import RedisStreamsBroker
+
+    namespace = redis_store_namespace(env)
+    return RedisStreamsBroker(services.REDIS_URL, namespace=namespace, clock=env.clock)
+
+
+def make_redis_backend(env: StoreEnv) -> Backend:
+    from stemrun.backends.redis import RedisBackend
+
+    namespace = redis_store_namespace(env)
+    return RedisBackend(services.REDIS_URL, namespace=namespace, clock=env.clock)
+
+
 BROKER_FACTORIES: dict[str, Callable[[StoreEnv], Broker]] = {
     "memory": make_memory_broker,
     "sqlite": make_sqlite_broker,
+    "postgres": make_postgres_broker,
+    "redis": make_redis_broker,
 }
 BACKEND_FACTORIES: dict[str, Callable[[StoreEnv], Backend]] = {
     "memory": make_memory_backend,
     "sqlite": make_sqlite_backend,
+    "postgres": make_postgres_backend,
+    "redis": make_redis_backend,
 }
 
 
@@ -75,6 +127,8 @@ def store_env(tmp_path: Path, clock: ManualClock) -> Iterator[StoreEnv]:
     yield env
     for handle in env.opened:
         handle.close()
+    for cleanup in env.cleanups:
+        cleanup()
     MemoryBroker.reset_shared()
     MemoryBackend.reset_shared()
 

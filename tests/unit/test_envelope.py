@@ -35,6 +35,7 @@ envelopes = st.builds(
     expires_at=st.none() | st.floats(0, 2e9),
     parent_id=st.none() | st.text(),
     root_id=st.none() | st.text(),
+    canvas=st.none() | st.dictionaries(st.text(), json_values, max_size=4),
     attempt=st.integers(0, 100),
     eta=st.none() | st.floats(0, 2e9),
 )

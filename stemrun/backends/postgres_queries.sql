@@ -1,0 +1,124 @@
+-- Named queries of the Postgres result backend. `{ns}` is the namespace; loaded by
+-- stemrun.postgres_db. Tables live in the connection's schema (its search_path). A status record
+-- is stored whole as JSON in `data` (type json keeps the exact text, so a record reads back
+-- byte for byte); `state`, `attempt` and `expires_at` are copies kept as columns so they can be
+-- indexed and filtered without parsing. Times are epoch seconds passed in by the caller's clock,
+-- never the server's now(), so every process and every test clock agree.
+-- Batches travel as parallel arrays expanded with unnest(): one statement per batch.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS {ns}_status (
+    id text PRIMARY KEY,
+    state text NOT NULL,
+    attempt integer NOT NULL,
+    expires_at double precision,
+    data json NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_status_state ON {ns}_status (state);
+CREATE INDEX IF NOT EXISTS {ns}_status_expires
+    ON {ns}_status (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {ns}_workers (
+    id text PRIMARY KEY,
+    info json NOT NULL,
+    expires_at double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ns}_chords (
+    chord_id text NOT NULL,
+    idx integer NOT NULL,
+    result json NOT NULL,
+    expires_at double precision NOT NULL,
+    PRIMARY KEY (chord_id, idx)
+);
+CREATE INDEX IF NOT EXISTS {ns}_chords_expires ON {ns}_chords (expires_at);
+
+-- name: create
+-- Insert-if-absent for a batch of distinct ids; an expired record counts as absent and is
+-- overwritten. RETURNING names the ids that were written.
+INSERT INTO {ns}_status AS s (id, state, attempt, expires_at, data)
+SELECT * FROM unnest(
+    %(ids)s::text[], %(states)s::text[], %(attempts)s::integer[],
+    %(expires)s::double precision[], %(data)s::json[]
+)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    attempt = excluded.attempt,
+    expires_at = excluded.expires_at,
+    data = excluded.data
+WHERE s.expires_at < %(now)s
+RETURNING id;
+
+-- name: get
+SELECT data::text FROM {ns}_status
+WHERE id = %(id)s AND (expires_at IS NULL OR expires_at >= %(now)s);
+
+-- name: lock_live
+-- The live records of a batch, locked until commit. ORDER BY makes every batch take its row
+-- locks in the same order, so two racing batches queue up instead of deadlocking.
+SELECT data::text FROM {ns}_status
+WHERE id = ANY(%(ids)s::text[]) AND (expires_at IS NULL OR expires_at >= %(now)s)
+ORDER BY id
+FOR UPDATE;
+
+-- name: update_many
+UPDATE {ns}_status AS s SET
+    state = u.state,
+    attempt = u.attempt,
+    expires_at = u.expires_at,
+    data = u.data
+FROM unnest(
+    %(ids)s::text[], %(states)s::text[], %(attempts)s::integer[],
+    %(expires)s::double precision[], %(data)s::json[]
+) AS u (id, state, attempt, expires_at, data)
+WHERE s.id = u.id;
+
+-- name: upsert
+INSERT INTO {ns}_status (id, state, attempt, expires_at, data)
+VALUES (%(id)s, %(state)s, %(attempt)s, %(expires_at)s, %(data)s::json)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    attempt = excluded.attempt,
+    expires_at = excluded.expires_at,
+    data = excluded.data;
+
+-- name: delete
+DELETE FROM {ns}_status WHERE id = ANY(%(ids)s::text[]);
+
+-- name: purge_expired
+DELETE FROM {ns}_status WHERE expires_at < %(now)s;
+
+-- name: purge_expired_workers
+DELETE FROM {ns}_workers WHERE expires_at < %(now)s;
+
+-- name: put_worker
+INSERT INTO {ns}_workers (id, info, expires_at)
+VALUES (%(id)s, %(info)s::json, %(expires_at)s)
+ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires_at = excluded.expires_at;
+
+-- name: workers
+SELECT info::text FROM {ns}_workers WHERE expires_at >= %(now)s ORDER BY id;
+
+-- name: remove_worker
+DELETE FROM {ns}_workers WHERE id = %(id)s;
+
+-- name: chord_lock
+-- Members of one chord completing at once take turns, so each one's count sees the others'
+-- committed rows and exactly one first-time add finds the chord complete.
+SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- name: chord_add
+-- The first result of a member index wins; a repeat changes nothing.
+INSERT INTO {ns}_chords (chord_id, idx, result, expires_at)
+VALUES (%(chord_id)s, %(idx)s, %(result)s::json, %(expires_at)s)
+ON CONFLICT (chord_id, idx) DO NOTHING;
+
+-- name: chord_count
+SELECT count(*) FROM {ns}_chords WHERE chord_id = %(chord_id)s;
+
+-- name: chord_results
+SELECT result::text FROM {ns}_chords WHERE chord_id = %(chord_id)s ORDER BY idx;
+
+-- name: purge_expired_chords
+DELETE FROM {ns}_chords WHERE expires_at < %(now)s;
+
+-- name: ping
+SELECT 1;

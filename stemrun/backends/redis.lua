@@ -1,0 +1,121 @@
+-- Lua scripts of the Redis result backend (stemrun/backends/redis.py).
+--
+-- Keys (mirrors BACKEND_KEYS in stemrun/redis_keys.py; tests/integration/test_redis_keys.py
+-- checks they match); scripts receive them in KEYS:
+--
+--   {ns}:status:{id}                 hash: d = record JSON, x = expires_at or '', v = version
+--   {ns}:workers                     hash: worker id -> heartbeat JSON
+--   {ns}:worker_deadlines            zset: worker id -> heartbeat expiry
+--   {ns}:chord:{id}                  hash: m{index} = member result JSON, x = expires_at
+--
+-- A record whose `x` has passed (by the caller's clock, ARGV) counts as absent; Redis drops the
+-- key about a second later on its own (PEXPIRE, relative, so a test clock works too). Fenced
+-- writes are compare-and-set on `v`: the client read the record and its version, applied the
+-- transition, and the write lands only if nobody wrote in between.
+--
+-- Each `-- script: NAME` section below is one script; this prelude is prepended to each.
+
+-- Write a whole record: JSON, expiry, version, and the key's TTL ('' = keep forever).
+local function put(key, json, expires_at, ttl_ms, version)
+  redis.call("HSET", key, "d", json, "x", expires_at, "v", version)
+  if ttl_ms == "" then
+    redis.call("PERSIST", key)
+  else
+    redis.call("PEXPIRE", key, ttl_ms)
+  end
+end
+
+-- script: create
+-- KEYS: status keys. ARGV: now, then (json, expires_at, ttl_ms) per key. Inserts where no live
+-- record exists (a repeated key in the batch is not new the second time); returns 1/0 each.
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local base = 2 + (i - 1) * 3
+  local x = redis.call("HGET", key, "x")
+  if x == false or (x ~= "" and tonumber(x) < now) then
+    local version = redis.call("HINCRBY", key, "v", 1)
+    put(key, ARGV[base], ARGV[base + 1], ARGV[base + 2], version)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+
+-- script: compare_and_set
+-- KEYS: status keys. ARGV: (expected version, json, expires_at, ttl_ms) per key. Writes each
+-- record whose version is still the expected one; after a miss, later writes to the same key in
+-- this batch are skipped too (they were computed from the missed one). Returns 1/0 each.
+local out, missed = {}, {}
+for i, key in ipairs(KEYS) do
+  local base = 1 + (i - 1) * 4
+  local version = redis.call("HGET", key, "v")
+  if not missed[key] and version == ARGV[base] then
+    put(key, ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], tonumber(version) + 1)
+    out[i] = 1
+  else
+    missed[key] = true
+    out[i] = 0
+  end
+end
+return out
+
+-- script: replace
+-- KEYS: one status key. ARGV: json, expires_at, ttl_ms. Unconditional write.
+local version = redis.call("HINCRBY", KEYS[1], "v", 1)
+put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], version)
+return 1
+
+-- script: purge_expired
+-- KEYS: status keys (one SCAN page). ARGV: now. Deletes the records expired by `now`.
+local now = tonumber(ARGV[1])
+local deleted = 0
+for _, key in ipairs(KEYS) do
+  local x = redis.call("HGET", key, "x")
+  if x and x ~= "" and tonumber(x) < now then
+    deleted = deleted + redis.call("DEL", key)
+  end
+end
+return deleted
+
+-- script: put_worker
+-- KEYS: workers, worker_deadlines. ARGV: id, heartbeat JSON, expires_at, now. Also drops the
+-- heartbeats that expired, so stopped workers do not pile up.
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
+redis.call("ZADD", KEYS[2], ARGV[3], ARGV[1])
+local gone = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", "(" .. ARGV[4])
+for _, id in ipairs(gone) do
+  redis.call("HDEL", KEYS[1], id)
+  redis.call("ZREM", KEYS[2], id)
+end
+return #gone
+
+-- script: workers
+-- KEYS: workers, worker_deadlines. ARGV: now. Returns the live heartbeats' JSON.
+local live = redis.call("ZRANGEBYSCORE", KEYS[2], ARGV[1], "+inf")
+if #live == 0 then return {} end
+return redis.call("HMGET", KEYS[1], unpack(live))
+
+-- script: chord_add
+-- KEYS: one chord key. ARGV: now, index, result JSON, size, expires_at, ttl_ms. A chord whose
+-- `x` has passed (caller's clock) starts afresh. The first result of an index wins (HSETNX);
+-- returns the results in index order when all `size` members are recorded, else nil.
+local now = tonumber(ARGV[1])
+local x = redis.call("HGET", KEYS[1], "x")
+if x and tonumber(x) < now then
+  redis.call("DEL", KEYS[1])
+end
+if redis.call("HSETNX", KEYS[1], "m" .. ARGV[2], ARGV[3]) == 1 then
+  redis.call("HSET", KEYS[1], "x", ARGV[5])
+  redis.call("PEXPIRE", KEYS[1], ARGV[6])
+end
+local size = tonumber(ARGV[4])
+if redis.call("HLEN", KEYS[1]) - 1 < size then
+  return false
+end
+local out = {}
+for i = 0, size - 1 do
+  out[i + 1] = redis.call("HGET", KEYS[1], "m" .. i)
+end
+return out

@@ -1,0 +1,281 @@
+"""The Redis result backend: status records as JSON in hashes, fenced by compare-and-set.
+
+A record is one hash (`{ns}:status:{id}`, see `redis.lua`): the JSON of backends/codec.py, its
+expiry, and a version. A batch of fenced transitions costs two round trips: one pipelined read
+of the records and their versions, then one script that writes every updated record whose
+version has not moved. A record that moved in between (another worker wrote it) is read again
+and the transition re-applied, so `apply_transition` decides on the latest record and the first
+terminal result wins. Records with a result TTL get a Redis TTL too, so they vanish on their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from redis.commands.core import Script
+
+from stemrun import redis_keys
+from stemrun.backends.base import (
+    CHORD_TTL_S,
+    Backend,
+    StatusRecord,
+    Transition,
+    apply_transition,
+    check_chord_member,
+)
+from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
+from stemrun.clock import Clock, SystemClock
+from stemrun.config.model import TlsConfig
+from stemrun.errors import BackendError, BackendUnavailable
+from stemrun.redis_client import Endpoint, load_scripts
+
+#: Redis drops an expired record this long after its `expires_at`, so a clock a little ahead
+#: of another process's never loses a record that process still sees as live.
+EXPIRY_GRACE_MS = 1000
+#: Rounds of read + compare-and-set before a batch under constant contention gives up.
+MAX_CAS_ROUNDS = 50
+_SCAN_COUNT = 1000
+
+#: One fenced change: the task id, and the record after the change (None when fenced out).
+Step = tuple[str, Callable[[StatusRecord], StatusRecord | None]]
+_Current = dict[str, tuple[StatusRecord | None, str]]
+
+
+class RedisBackend(Backend):
+    """Result backend on Redis (`redis://host:port/db`, `rediss://` with the tls section).
+
+    Raises BackendError naming the masked URL on a malformed URL, refused credentials or a
+    failed command, and BackendUnavailable when Redis cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "stem",
+        tls: TlsConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.clock: Clock = clock or SystemClock()
+        self._endpoint = Endpoint(
+            url=url,
+            role="result backend",
+            tls=tls,
+            error=BackendError,
+            unavailable=BackendUnavailable,
+        )
+        self._redis = self._endpoint.connect()
+        self._scripts: dict[str, Script] = load_scripts(
+            self._redis, "stemrun.backends", "redis.lua"
+        )
+
+    def _key(self, task_id: str) -> str:
+        return redis_keys.status(self.namespace, task_id)
+
+    def _run(self, script: str, keys: Sequence[str], args: Sequence[Any], what: str) -> Any:
+        with self._endpoint.guard(what):
+            return self._scripts[script](keys=keys, args=args)
+
+    def create(self, records: Sequence[StatusRecord]) -> list[bool]:
+        """Insert records with no live record under their id, in one script call.
+
+        Raises BackendError on store failure or a value that is not JSON (nothing written).
+        """
+        if not records:
+            return []
+        now = self.clock.now()
+        args: list[Any] = [repr(now)]
+        for record in records:
+            args += [encode_record(record), *_expiry(record.expires_at, now)]
+        keys = [self._key(r.id) for r in records]
+        return [bool(x) for x in self._run("create", keys, args, "create status records")]
+
+    def get(self, task_id: str) -> StatusRecord | None:
+        """The record, or None when unknown or expired; raises BackendError."""
+        return self._read([task_id], self.clock.now())[task_id][0]
+
+    def _read(self, task_ids: Sequence[str], now: float) -> _Current:
+        """Live records and their versions, in one pipelined round trip."""
+        with self._endpoint.guard("read status records"):
+            pipe = self._redis.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hmget(self._key(task_id), "d", "x", "v")
+            rows = pipe.execute()
+        current: _Current = {}
+        for task_id, (data, expires_at, version) in zip(task_ids, rows, strict=True):
+            if data is None or (expires_at and float(expires_at) < now):
+                current[task_id] = (None, "")
+            else:
+                current[task_id] = (decode_record(data), version.decode())
+        return current
+
+    def transition(self, changes: Sequence[Transition]) -> list[bool]:
+        """Apply fenced transitions (compare-and-set, retried on contention).
+
+        Raises BackendError on store failure, a value that is not JSON, or endless contention.
+        """
+        steps: list[Step] = [
+            (c.task_id, functools.partial(apply_transition, change=c)) for c in changes
+        ]
+        return self._fenced(steps)
+
+    def set_progress(
+        self, task_id: str, attempt: int, fraction: float | None, meta: Mapping[str, Any]
+    ) -> bool:
+        """Record progress unless fenced out (terminal or older attempt); raises BackendError."""
+
+        def apply(record: StatusRecord) -> StatusRecord | None:
+            changes = {"progress": fraction, "progress_meta": dict(meta)}
+            change = Transition(
+                task_id=task_id, attempt=attempt, state=record.state, changes=changes
+            )
+            return apply_transition(record, change)
+
+        return self._fenced([(task_id, apply)])[0]
+
+    def _fenced(self, steps: Sequence[Step]) -> list[bool]:
+        results = [False] * len(steps)
+        todo = list(range(len(steps)))
+        for _ in range(MAX_CAS_ROUNDS):
+            if not todo:
+                return results
+            todo = self._fenced_round(steps, todo, results)
+        if not todo:
+            return results
+        ids = sorted({steps[i][0] for i in todo})
+        raise BackendError(
+            f"{self._endpoint.where}: status records {', '.join(ids)} kept changing under "
+            f"concurrent writers; gave up after {MAX_CAS_ROUNDS} tries"
+        )
+
+    def _fenced_round(
+        self, steps: Sequence[Step], todo: list[int], results: list[bool]
+    ) -> list[int]:
+        """Apply the steps at `todo` once; returns the indexes to try again."""
+        now = self.clock.now()
+        current = self._read(list(dict.fromkeys(steps[i][0] for i in todo)), now)
+        writes: list[tuple[int, str]] = []
+        args: list[Any] = []
+        for i in todo:
+            task_id, apply = steps[i]
+            record, version = current[task_id]
+            updated = None if record is None else apply(record)
+            results[i] = updated is not None
+            if updated is None:
+                continue
+            args += [version, encode_record(updated), *_expiry(updated.expires_at, now)]
+            writes.append((i, task_id))
+            # Later steps on the same record build on this write, at the version it will have.
+            current[task_id] = (updated, str(int(version) + 1))
+        if not writes:
+            return []
+        keys = [self._key(task_id) for _, task_id in writes]
+        reply = self._run("compare_and_set", keys, args, "update status records")
+        missed: dict[str, int] = {}
+        for (i, task_id), ok in zip(writes, reply, strict=True):
+            if not ok and task_id not in missed:
+                missed[task_id] = i
+        return [i for i in todo if i >= missed.get(steps[i][0], len(steps))]
+
+    def replace(self, record: StatusRecord) -> None:
+        """Overwrite a record unconditionally; raises BackendError."""
+        args = [encode_record(record), *_expiry(record.expires_at, self.clock.now())]
+        self._run("replace", [self._key(record.id)], args, "replace a status record")
+
+    def delete(self, task_ids: Sequence[str]) -> None:
+        """Remove records in one command; raises BackendError."""
+        if task_ids:
+            with self._endpoint.guard("delete status records"):
+                self._redis.delete(*(self._key(t) for t in task_ids))
+
+    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
+        """Publish a heartbeat expiring after `ttl_s`; raises BackendError."""
+        now = self.clock.now()
+        args = [worker_id, encode_heartbeat(worker_id, info, now), repr(now + ttl_s), repr(now)]
+        self._run("put_worker", self._worker_keys(), args, "publish a worker heartbeat")
+
+    def _worker_keys(self) -> list[str]:
+        return [redis_keys.workers(self.namespace), redis_keys.worker_deadlines(self.namespace)]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Heartbeats of workers seen within their TTL, ordered by id; raises BackendError."""
+        now = repr(self.clock.now())
+        found = self._run("workers", self._worker_keys(), [now], "list workers")
+        beats = [json.loads(text) for text in found if text is not None]
+        return sorted(beats, key=lambda beat: str(beat["id"]))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Drop a worker's heartbeat; raises BackendError."""
+        beats, deadlines = self._worker_keys()
+        with self._endpoint.guard("remove a worker heartbeat"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(beats, worker_id)
+            pipe.zrem(deadlines, worker_id)
+            pipe.execute()
+
+    def purge_expired(self, now: float) -> int:
+        """Delete records whose result TTL passed by `now`; returns how many.
+
+        Redis expires records on its own shortly after their TTL; this catches the rest (it
+        scans the namespace's status keys). Raises BackendError.
+        """
+        deleted = 0
+        for keys in self._status_key_pages():
+            deleted += int(self._run("purge_expired", keys, [repr(now)], "purge expired"))
+        return deleted
+
+    def _status_key_pages(self) -> Iterator[list[str]]:
+        pattern = _glob_escape(self._key("")) + "*"
+        cursor = 0
+        while True:
+            with self._endpoint.guard("scan status records"):
+                cursor, keys = self._redis.scan(cursor, match=pattern, count=_SCAN_COUNT)
+            if keys:
+                yield [k.decode() if isinstance(k, bytes) else k for k in keys]
+            if cursor == 0:
+                return
+
+    def chord_add(
+        self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
+    ) -> list[Any] | None:
+        """Record a chord member's result; the ordered results once complete (see Backend).
+
+        One script call: members completing at once serialise in Redis, so exactly one
+        first-time add finds the chord complete. Raises ValueError (bad index, result not JSON)
+        or BackendError.
+        """
+        check_chord_member(index, size)
+        now = self.clock.now()
+        ttl_ms = math.ceil(ttl_s * 1000) + EXPIRY_GRACE_MS
+        text = json.dumps(result, allow_nan=False)
+        args = [repr(now), index, text, size, repr(now + ttl_s), ttl_ms]
+        key = redis_keys.chord(self.namespace, chord_id)
+        found = self._run("chord_add", [key], args, "record a chord member")
+        return None if found is None else [json.loads(item) for item in found]
+
+    def ping(self) -> None:
+        """PING the server; raises BackendError (BackendUnavailable when unreachable)."""
+        with self._endpoint.guard("ping"):
+            self._redis.ping()
+
+    def close(self) -> None:
+        """Close connections; raises nothing."""
+        self._redis.close()
+
+
+def _expiry(expires_at: float | None, now: float) -> tuple[str, str]:
+    """The stored expiry and the key's TTL in ms ('' and '' for a record kept forever)."""
+    if expires_at is None:
+        return "", ""
+    ttl_ms = max(1, math.ceil((expires_at - now) * 1000)) + EXPIRY_GRACE_MS
+    return repr(expires_at), str(ttl_ms)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

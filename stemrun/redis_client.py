@@ -1,0 +1,168 @@
+"""Redis plumbing shared by the Redis broker and result backend.
+
+One place decides how stemrun talks to Redis: URL parsing (`rediss://` uses the tls section, the
+db number comes from the path), timeouts, reconnection with backoff, Lua scripts loaded from a
+file of named sections, and the translation of redis-py errors into the role's stemrun errors
+(naming the URL with its password masked). Brokers and backends never import each other; both
+build on this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from stemrun.config.model import TlsConfig
+from stemrun.errors import StemrunError
+from stemrun.tls import handshake_warning, looks_like_tls_failure, redis_kwargs
+from stemrun.url import mask_url, scheme_of
+
+tls_log = logging.getLogger("stemrun.tls")
+
+#: A command that gets no answer within this time fails (and is retried, see RETRIES).
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+#: An idle pooled connection is PINGed before reuse after this long, so a restarted server is
+#: noticed before a command is sent on a dead socket.
+HEALTH_CHECK_INTERVAL_S = 15
+#: Connection errors are retried this many times with exponential backoff (20 ms doubling, at
+#: most 0.5 s), about 1 s in all; then the role's Unavailable error is raised so callers (the
+#: worker loop retries every 0.5 s) never hang on a dead server.
+RETRIES = 4
+
+_SCRIPT_HEADER = re.compile(r"^-- script: (\w+)[ \t]*$", re.MULTILINE)
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A Redis URL in one role ("broker", "result backend"), with that role's error classes."""
+
+    url: str
+    role: str
+    tls: TlsConfig | None
+    error: type[StemrunError]
+    unavailable: type[StemrunError]
+
+    @property
+    def where(self) -> str:
+        """The role and masked URL, the start of every message."""
+        return f"{self.role} {mask_url(self.url)}"
+
+    def connect(self) -> redis.Redis:
+        """A client for the URL, after checking the server answers PING.
+
+        Raises `error` for a malformed URL or refused credentials, `unavailable` when the
+        server cannot be reached (a TLS handshake failure also logs one warning).
+        """
+        try:
+            _check_db(self.url)
+            client = redis.Redis.from_url(self.url, **self._options())
+        except ValueError as exc:
+            raise self.error(
+                f"{self.where}: invalid Redis URL ({exc}); expected "
+                "redis://[[user]:password@]host[:port][/db] or rediss://..."
+            ) from exc
+        with self.guard("connect"):
+            client.ping()
+        return client
+
+    def _options(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_keepalive": True,
+            "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        }
+        if scheme_of(self.url) == "rediss":
+            options.update(redis_kwargs(self.tls))
+        return options
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Translate redis-py errors raised inside the block (see `translate`)."""
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            raise self.translate(exc, what) from exc
+
+    def translate(self, exc: BaseException, what: str) -> StemrunError:
+        """The stemrun error for a redis-py error that happened while doing `what`."""
+        if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc):
+            return self.error(
+                f"{self.where}: {what}: authentication failed ({exc}); "
+                "check the user and password in the URL"
+            )
+        connection = isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
+        if connection and scheme_of(self.url) == "rediss" and looks_like_tls_failure(exc):
+            return self.unavailable(self._tls_warning(exc))
+        if connection:
+            return self.unavailable(f"{self.where}: {what}: Redis is unreachable ({exc})")
+        return self.error(f"{self.where}: {what} failed: {exc}")
+
+    def _tls_warning(self, exc: BaseException) -> str:
+        """The handshake warning of SPEC §8, logged once per process, component and address."""
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "localhost", parts.port or 6379
+        text = handshake_warning(self.role, host, port, self.tls, exc)
+        key = (self.role, f"{host}:{port}")
+        with _warned_lock:
+            first = key not in _warned
+            _warned.add(key)
+        if first:
+            tls_log.warning("%s", text)
+        return text
+
+
+def _check_db(url: str) -> None:
+    """Raises ValueError unless the URL path is empty or a db number (redis-py ignores junk)."""
+    path = urlsplit(url).path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the path must be a database number, not {path!r}")
+
+
+def connect(
+    url: str,
+    *,
+    tls: TlsConfig | None,
+    role: str,
+    error: type[StemrunError],
+    unavailable: type[StemrunError],
+) -> redis.Redis:
+    """A pinged client for `url` in `role`; raises `error` or `unavailable` (see Endpoint)."""
+    return Endpoint(url=url, role=role, tls=tls, error=error, unavailable=unavailable).connect()
+
+
+@functools.cache
+def _script_file(package: str, filename: str) -> dict[str, str]:
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    pieces = _SCRIPT_HEADER.split(text)
+    prelude = pieces[0]
+    return {name: prelude + body for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
+
+
+def load_scripts(client: redis.Redis, package: str, filename: str) -> dict[str, Script]:
+    """The `-- script: NAME` sections of a Lua file, each prefixed by the file's prelude.
+
+    Scripts run with EVALSHA and are loaded again by redis-py when the server lost its script
+    cache (a restart).
+    """
+    return {
+        name: client.register_script(source)
+        for name, source in _script_file(package, filename).items()
+    }

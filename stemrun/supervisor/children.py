@@ -1,0 +1,123 @@
+"""The child processes: the command line of each, spawning, and graceful or immediate stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stemrun.supervisor.generation import ChildSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """How every child is started: interpreter, host name, log overrides."""
+
+    host: str
+    python: str = sys.executable
+    log_level: str | None = None
+    log_format: str | None = None
+
+    def name(self, spec: ChildSpec, generation: int) -> str:
+        """The worker name; a child started by reload N carries `.gN` so names stay unique.
+
+        A replacement runs beside the child it replaces while that one drains, and two live
+        workers must never share a name (heartbeats and broker consumers are keyed by it).
+        """
+        base = f"{self.host}.{spec.group or 'default'}.{spec.index}"
+        if spec.kind == "beat":
+            base = f"{self.host}.beat"
+        return base if generation <= 1 else f"{base}.g{generation}"
+
+    def argv(self, spec: ChildSpec, name: str, config_file: Path) -> list[str]:
+        """`python -m stemrun worker|beat -C <config_file> ...` for one child."""
+        argv = [self.python, "-m", "stemrun", spec.kind, "-C", str(config_file)]
+        if spec.kind == "worker" and spec.group is not None:
+            argv += ["--group", spec.group]
+        argv += ["-n", name]
+        if self.log_level:
+            argv += ["--log-level", self.log_level]
+        if self.log_format:
+            argv += ["--log-format", self.log_format]
+        return argv
+
+
+class Child:
+    """One running child process and what the supervisor asked of it."""
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        name: str,
+        config_file: Path,
+        proc: subprocess.Popen[bytes],
+        now: float,
+    ) -> None:
+        self.spec = spec
+        self.name = name
+        self.config_file = config_file  # the validated copy it loaded
+        self.started_at = now
+        self.stopping = False  # a graceful stop (SIGTERM) was sent: its exit is expected
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (also its process group id)."""
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """The exit code once the child has exited, else None."""
+        return self._proc.poll()
+
+    def drain(self) -> None:
+        """SIGTERM: a worker stops fetching, finishes in-flight tasks, acks and exits 0."""
+        self.stopping = True
+        self._signal(self._proc.pid, signal.SIGTERM, group=False)
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group (its pool processes too); nothing is acked."""
+        self.stopping = True
+        self._signal(self._proc.pid, signal.SIGKILL, group=True)
+
+    def kill_leftovers(self) -> None:
+        """After an unexpected exit: SIGKILL what is left of its process group (pool processes).
+
+        An orphaned pool process would finish its task with nobody to record the result, and the
+        task is redelivered anyway once the dead worker's lease lapses.
+        """
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left in the group
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Wait up to `timeout_s` for the exit; the code, or None if still running."""
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _signal(self, pid: int, signum: int, *, group: bool) -> None:
+        if self._proc.poll() is not None:
+            return
+        try:
+            if group:
+                os.killpg(pid, signum)
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # exited between the poll and the signal
+
+
+def spawn(launch: Launch, spec: ChildSpec, name: str, config_file: Path, now: float) -> Child:
+    """Start one child in its own process group. Raises OSError when it cannot be started.
+
+    Its own process group keeps a terminal's Ctrl-C away from it: only the supervisor decides
+    when a child drains or dies, so a double Ctrl-C means exactly what the supervisor says.
+    """
+    argv = launch.argv(spec, name, config_file)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0)
+    return Child(spec, name, config_file, proc, now)
