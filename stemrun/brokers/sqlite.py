@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueStats
+from stemrun.brokers.sql_rows import dead_letter_from_row, dead_letter_params, delivery_from_row
 from stemrun.clock import Clock, SystemClock
 from stemrun.errors import BrokerError
 from stemrun.sqlite_db import SqliteDatabase, load_queries
@@ -104,7 +105,7 @@ class SqliteBroker(Broker):
                 rows = conn.execute(self._q["lease"], params).fetchall()
                 # RETURNING gives no order guarantee; restore priority, then FIFO.
                 rows.sort(key=lambda row: (-row[4], row[0]))
-                found.extend(_delivery(row) for row in rows)
+                found.extend(delivery_from_row(row) for row in rows)
             next_due = None if found else self._next_due(conn, queues)
         return found, next_due
 
@@ -188,7 +189,7 @@ class SqliteBroker(Broker):
             rows = conn.execute(self._q["take_leased"], key).fetchall()
             if not rows:
                 return False
-            params = _dead_letter_params(entry, priority=rows[0][0], error=error)
+            params = dead_letter_params(entry, priority=rows[0][0], error=error)
             conn.execute(self._q["put_dead_letter"], params)
         return True
 
@@ -197,13 +198,13 @@ class SqliteBroker(Broker):
         name = "dead_letters_all" if queue is None else "dead_letters_of_queue"
         with self._db.read("list dead letters") as conn:
             rows = conn.execute(self._q[name], {"queue": queue, "limit": limit}).fetchall()
-        return [_dead_letter(row) for row in rows]
+        return [dead_letter_from_row(row) for row in rows]
 
     def dead_letter_get(self, task_id: str) -> DeadLetter | None:
         """One dead letter by task id; raises BrokerError."""
         with self._db.read("read a dead letter") as conn:
             row = conn.execute(self._q["dead_letter_get"], {"id": task_id}).fetchone()
-        return None if row is None else _dead_letter(row)
+        return None if row is None else dead_letter_from_row(row)
 
     def replay(self, task_id: str, body: bytes, eta: float | None) -> bool:
         """Swap a dead letter for a new message atomically; False if absent; raises BrokerError."""
@@ -244,43 +245,3 @@ class SqliteBroker(Broker):
     def close(self) -> None:
         """Close the connection; raises BrokerError."""
         self._db.close()
-
-
-def _delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
-    _seq, task_id, queue, body, priority, receipt, deliveries = row
-    return Delivery(
-        id=task_id,
-        queue=queue,
-        body=bytes(body),
-        priority=priority,
-        receipt=receipt,
-        deliveries=deliveries,
-    )
-
-
-def _dead_letter_params(entry: DeadLetter, *, priority: int, error: str | None) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "queue": entry.queue,
-        "priority": priority,
-        "body": entry.body,
-        "reason": entry.reason,
-        "task": entry.task,
-        "attempt": entry.attempt,
-        "dead_at": entry.dead_at,
-        "error": error,
-    }
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    task_id, queue, body, reason, task, attempt, dead_at, error = row
-    return DeadLetter(
-        id=task_id,
-        queue=queue,
-        body=bytes(body),
-        reason=reason,
-        task=task,
-        attempt=attempt,
-        dead_at=dead_at,
-        error=None if error is None else json.loads(error),
-    )
