@@ -15,9 +15,10 @@ from stemrun.backends.base import Backend, StatusRecord
 from stemrun.brokers.base import Broker, DeadLetter, Message
 from stemrun.canvas import Canvas, SignatureLike, Step, check, link_info, signature
 from stemrun.clock import Clock, SystemClock
-from stemrun.config.model import Config
+from stemrun.config.model import Config, UniqueConfig
 from stemrun.envelope import Envelope, Signer, encode, peek_task, with_delivery
 from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
+from stemrun.flow import claim_all, release_all
 from stemrun.registry import Registry
 from stemrun.signing import signer_for
 from stemrun.state import TERMINAL, TaskState
@@ -137,20 +138,42 @@ class Stem:
     ) -> list[str]:
         """Publish a batch in one store round trip; returns the ids in order.
 
-        Every item is validated before anything is published.
+        Every item is validated before anything is published. A task with a `unique` key costs
+        one more round trip (its claim); while the key is held, the item publishes nothing and
+        its id is the holder's (see docs/flow-control.md). Raises UsageError for a key template
+        naming an arg or header the item lacks.
         """
         signer = self._signer_or_refuse()
         now = self.clock.now()
         envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
         messages = [_message(env, signer) for env in envelopes]
-        created = self.backend.create([_queued_record(env) for env in envelopes])
-        fresh = [msg for msg, is_new in zip(messages, created, strict=True) if is_new]
+        # Unique keys are claimed before anything is written: a duplicate publishes nothing.
+        dupes, claims = claim_all(self.backend, self._uniques(envelopes), now, self._finished)
+        keep = [i for i in range(len(envelopes)) if i not in dupes]
+        created = self.backend.create([_queued_record(envelopes[i]) for i in keep])
+        fresh = [messages[i] for i, is_new in zip(keep, created, strict=True) if is_new]
+        fresh_ids = {msg.id for msg in fresh}
+        release_all(self.backend, [c for c in claims if c.task_id not in fresh_ids])
         try:
             self.broker.publish(fresh)
         except BaseException:
             self.backend.delete([msg.id for msg in fresh])
+            release_all(self.backend, [c for c in claims if c.task_id in fresh_ids])
             raise
-        return [env.id for env in envelopes]
+        return [dupes.get(i, env.id) for i, env in enumerate(envelopes)]
+
+    def _uniques(self, envelopes: Sequence[Envelope]) -> list[tuple[UniqueConfig | None, Envelope]]:
+        return [(self._unique_of(env), env) for env in envelopes]
+
+    def _unique_of(self, env: Envelope) -> UniqueConfig | None:
+        # Workflow members are exempt: their workflow waits for their own deterministic ids.
+        if env.canvas and "kind" in env.canvas:
+            return None
+        return self.registry.task(env.task).unique
+
+    def _finished(self, task_id: str) -> bool:
+        record = self.backend.get(task_id)
+        return record is not None and record.state in TERMINAL
 
     @property
     def canvas(self) -> Canvas:

@@ -1,8 +1,8 @@
 """The whole stemrun exception tree.
 
 Everything stemrun raises on purpose derives from `StemrunError`, except the interrupts
-(`SoftTimeLimitExceeded`, `WorkerShutdown`, `Retry`), which derive from `BaseException` so that a
-handler's `except Exception:` cannot swallow them.
+(`SoftTimeLimitExceeded`, `WorkerShutdown`, `Retry`, `TaskCancelled`), which derive from
+`BaseException` so that a handler's `except Exception:` cannot swallow them.
 """
 
 from __future__ import annotations
@@ -102,3 +102,7 @@ class Retry(BaseException):
         self.eta = eta
         self.exc = exc
         super().__init__("retry requested")
+
+
+class TaskCancelled(BaseException):
+    """Raised in a running task at its next ctx.progress()/heartbeat() after `stemrun cancel`."""

@@ -20,7 +20,7 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
@@ -77,8 +77,21 @@ class Endpoint:
                 "redis://[[user]:password@]host[:port][/db] or rediss://..."
             ) from exc
         with self.guard("connect"):
+            if scheme_of(self.url) == "rediss":
+                self._probe_handshake()
             client.ping()
         return client
+
+    def _probe_handshake(self) -> None:
+        """PING once without retries; raises redis errors."""
+        # A refused TLS handshake is then reported at once, not after every retry has waited
+        # out its socket timeout.
+        options = {**self._options(), "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+        probe = redis.Redis.from_url(self.url, **options)
+        try:
+            probe.ping()
+        finally:
+            probe.close()
 
     def _options(self) -> dict[str, object]:
         options: dict[str, object] = {

@@ -51,6 +51,16 @@ BACKEND_KEYS: dict[str, str] = {
         "hash of one chord (or group) counter: `m{index}` a member's result JSON, `x` the "
         "expires_at of the counter (caller's clock); Redis expires the key a second later"
     ),
+    "{ns}:counters": "hash of task counters (stemrun.metrics): counter name -> total (HINCRBY)",
+    "{ns}:rate:{key}": (
+        "string: one rate limiter's next free start slot (epoch seconds, caller's clock); Redis "
+        "expires it a second after that slot"
+    ),
+    "{ns}:unique:{key}": (
+        "hash of one unique key's claim: `h` the holder's task id, `x` its expires_at (caller's "
+        "clock); Redis expires the key a second later"
+    ),
+    "{ns}:paused": "set of the paused queue names",
 }
 
 
@@ -107,6 +117,26 @@ def worker_deadlines(ns: str) -> str:
 def chord(ns: str, chord_id: str) -> str:
     """The member results of one chord (or group)."""
     return f"{ns}:chord:{chord_id}"
+
+
+def counters(ns: str) -> str:
+    """The task counters every worker adds to."""
+    return f"{ns}:counters"
+
+
+def rate_limiter(ns: str, key: str) -> str:
+    """One rate limiter's next free slot."""
+    return f"{ns}:rate:{key}"
+
+
+def unique(ns: str, key: str) -> str:
+    """One unique key's claim."""
+    return f"{ns}:unique:{key}"
+
+
+def paused(ns: str) -> str:
+    """The paused queues."""
+    return f"{ns}:paused"
 
 
 #: Schedule store keys (stemrun/schedules/redis.py, redis.lua): template -> what it holds.

@@ -163,6 +163,61 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def incr_counters(self, increments: Mapping[str, int]) -> None:
+        """Add to named counters atomically (one transaction or round trip); missing start at 0.
+
+        Raises BackendError (also when the store keeps no counters).
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support counters")
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's total since the store was created. Raises BackendError."""
+        raise BackendError(f"result backend {mask_url(self.url)} does not support counters")
+
+    def cancel(
+        self, task_id: str, now: float, *, result_ttl_s: float | None = None
+    ) -> StatusRecord | None:
+        """Cancel a task atomically (see `cancel_change`); the record after, None when unknown.
+
+        Raises BackendError.
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support cancel")
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, StatusRecord]:
+        """The live records among `task_ids`, by id. Raises BackendError."""
+        found = {task_id: self.get(task_id) for task_id in dict.fromkeys(task_ids)}
+        return {task_id: record for task_id, record in found.items() if record is not None}
+
+    # -- flow control (stemrun.flow, docs/flow-control.md) ---------------------------------
+
+    def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
+        """Reserve one start under every rate limiter in `limits` (key -> interval_s), atomically.
+
+        Returns the slot: the earliest time >= `now` that every limiter allows (see `next_slot`);
+        each limiter's next free slot moves to slot + its interval. Raises BackendError.
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support rate limits")
+
+    def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
+        """Take `key` for `task_id` for `ttl_s` unless a live claim holds it, atomically.
+
+        Returns None when this call took it, else the holder's id (`task_id` itself when it
+        already held the key). Raises BackendError.
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support unique tasks")
+
+    def release_unique(self, key: str, task_id: str) -> bool:
+        """Drop `key` if `task_id` still holds it; True when dropped. Raises BackendError."""
+        raise BackendError(f"result backend {mask_url(self.url)} does not support unique tasks")
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause (or resume) consumption of `queue` on every worker. Raises BackendError."""
+        raise BackendError(f"result backend {mask_url(self.url)} does not support pausing")
+
+    def paused_queues(self) -> set[str]:
+        """The queues paused now. Raises BackendError."""
+        raise BackendError(f"result backend {mask_url(self.url)} does not support pausing")
+
 
 def open_backend(
     url: str,
@@ -197,3 +252,42 @@ def open_backend(
         f"result backend {mask_url(url)}: unknown URL scheme {scheme!r} "
         "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
     )
+
+
+#: `meta` key set on a running task's record by `stemrun cancel`; its worker interrupts it.
+CANCEL_REQUESTED = "cancel_requested_at"
+
+
+def cancel_change(
+    record: StatusRecord, now: float, result_ttl_s: float | None = None
+) -> StatusRecord | None:
+    """The record after a cancel request, or None when nothing changes (already terminal).
+
+    Queued or retried (waiting): `cancelled` at once, `meta.reason = "cancelled"`, so no worker
+    ever runs it. Running: flagged with `meta.cancel_requested_at`; its worker interrupts the
+    handler at its next ctx call.
+    """
+    if record.state in TERMINAL:
+        return None
+    if record.state == TaskState.RUNNING:
+        return dataclasses.replace(record, meta={**record.meta, CANCEL_REQUESTED: now})
+    return dataclasses.replace(
+        record,
+        state=TaskState.CANCELLED,
+        finished_at=now,
+        meta={**record.meta, "reason": "cancelled"},
+        expires_at=None if result_ttl_s is None else now + result_ttl_s,
+    )
+
+
+def next_slot(
+    tats: Mapping[str, float | None], limits: Mapping[str, float], now: float
+) -> tuple[float, dict[str, float]]:
+    """GCRA over several limiters: the slot, and each limiter's next free slot after it.
+
+    `tats` holds each limiter's stored next free slot (None when it has none). Starting at the
+    latest of those and `now` keeps every limiter's starts at least its interval apart, so no
+    window of a limiter's period ever holds more than N + 1 starts. Shared by every backend.
+    """
+    slot = max([now, *(tat for tat in tats.values() if tat is not None)])
+    return slot, {key: slot + interval for key, interval in limits.items()}

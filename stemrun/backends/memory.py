@@ -17,7 +17,9 @@ from stemrun.backends.base import (
     StatusRecord,
     Transition,
     apply_transition,
+    cancel_change,
     check_chord_member,
+    next_slot,
 )
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
 from stemrun.clock import Clock, SystemClock
@@ -43,6 +45,10 @@ class MemoryBackend(Backend):
         self._workers: dict[str, tuple[str, float]] = {}  # id -> (json info, expires_at)
         # chord id -> member index -> (json result, expires_at)
         self._chords: dict[str, dict[int, tuple[str, float]]] = {}
+        self._counters: dict[str, int] = {}
+        self._rates: dict[str, float] = {}  # rate limiter key -> next free slot
+        self._uniques: dict[str, tuple[str, float]] = {}  # key -> (holder id, expires_at)
+        self._paused: set[str] = set()
 
     @classmethod
     def shared(cls, url: str, *, namespace: str, clock: Clock | None = None) -> MemoryBackend:
@@ -187,3 +193,63 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         """Nothing to release: the data lives as long as the process (shared instances)."""
+
+    def incr_counters(self, increments: Mapping[str, int]) -> None:
+        """Add to named counters under the lock."""
+        with self._lock:
+            for name, value in increments.items():
+                self._counters[name] = self._counters.get(name, 0) + int(value)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's total."""
+        with self._lock:
+            return dict(self._counters)
+
+    def cancel(
+        self, task_id: str, now: float, *, result_ttl_s: float | None = None
+    ) -> StatusRecord | None:
+        """Cancel under the lock (see `cancel_change`); the record after, None when unknown."""
+        with self._lock:
+            record = self._live(task_id, self.clock.now())
+            updated = None if record is None else cancel_change(record, now, result_ttl_s)
+            if updated is not None:
+                self._store(updated)
+            return updated or record
+
+    def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
+        """Reserve one start under every limiter in `limits` (see Backend)."""
+        with self._lock:
+            tats = {key: self._rates.get(key) for key in limits}
+            slot, after = next_slot(tats, limits, now)
+            self._rates.update(after)
+            for key in [k for k, tat in self._rates.items() if tat < now]:
+                del self._rates[key]  # a past slot means the same as no slot
+            return slot
+
+    def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
+        """Take `key` for `task_id` unless a live claim holds it (see Backend)."""
+        with self._lock:
+            held = self._uniques.get(key)
+            if held is not None and held[1] > now:
+                return held[0]
+            self._uniques[key] = (task_id, now + ttl_s)
+            return None
+
+    def release_unique(self, key: str, task_id: str) -> bool:
+        """Drop `key` if `task_id` holds it."""
+        with self._lock:
+            held = self._uniques.get(key)
+            if held is None or held[0] != task_id:
+                return False
+            del self._uniques[key]
+            return True
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume `queue`."""
+        with self._lock:
+            (self._paused.add if paused else self._paused.discard)(queue)
+
+    def paused_queues(self) -> set[str]:
+        """The paused queues."""
+        with self._lock:
+            return set(self._paused)

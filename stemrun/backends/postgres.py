@@ -20,7 +20,9 @@ from stemrun.backends.base import (
     StatusRecord,
     Transition,
     apply_transition,
+    cancel_change,
     check_chord_member,
+    next_slot,
 )
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
 from stemrun.clock import Clock, SystemClock
@@ -225,6 +227,95 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+    def incr_counters(self, increments: Mapping[str, int]) -> None:
+        """Add to named counters in one statement (`value = value + ?`); raises BackendError."""
+        # Sorted so concurrent batches lock the same rows in the same order (no deadlock).
+        names = sorted(increments)
+        if not names:
+            return
+        params = {"names": names, "values": [int(increments[name]) for name in names]}
+        with self._db.autocommit("add to counters") as conn:
+            conn.execute(self._q["incr_counters"], params)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's total; raises BackendError."""
+        with self._db.autocommit("read counters") as conn:
+            return {str(name): int(value) for name, value in conn.execute(self._q["counters"])}
+
+    def cancel(
+        self, task_id: str, now: float, *, result_ttl_s: float | None = None
+    ) -> StatusRecord | None:
+        """Cancel with the row locked (see `cancel_change`); the record after, None when unknown.
+
+        Raises BackendError.
+        """
+
+        def apply(conn: psycopg.Connection[Any]) -> StatusRecord | None:
+            record = self._locked(conn, [task_id]).get(task_id)
+            updated = None if record is None else cancel_change(record, now, result_ttl_s)
+            if updated is not None:
+                conn.execute(self._q["update_many"], _columns([updated]))
+            return updated or record
+
+        return self._db.run("cancel a task", apply)
+
+    def _flow_lock(self, conn: psycopg.Connection[Any], kind: str, keys: Iterable[str]) -> None:
+        for key in sorted(keys):
+            conn.execute(self._q["flow_lock"], {"lock": f"{self._namespace}_{kind}:{key}"})
+
+    def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
+        """Reserve one start under every limiter (see Backend), with the keys locked.
+
+        Raises BackendError.
+        """
+
+        def reserve(conn: psycopg.Connection[Any]) -> float:
+            self._flow_lock(conn, "rate", limits)
+            conn.execute(self._q["rate_purge"], {"now": now})
+            rows = conn.execute(self._q["rate_get"], {"keys": list(limits)}).fetchall()
+            stored = {str(key): float(tat) for key, tat in rows}
+            slot, after = next_slot({k: stored.get(k) for k in limits}, limits, now)
+            params = {"keys": list(after), "tats": list(after.values())}
+            conn.execute(self._q["rate_put"], params)
+            return slot
+
+        return self._db.run("reserve a rate limit slot", reserve)
+
+    def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
+        """Take `key` for `task_id` unless a live claim holds it (see Backend), key locked.
+
+        Raises BackendError.
+        """
+
+        def claim(conn: psycopg.Connection[Any]) -> str | None:
+            self._flow_lock(conn, "unique", [key])
+            row = conn.execute(self._q["unique_holder"], {"key": key, "now": now}).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute(self._q["unique_purge"], {"now": now})
+            params = {"key": key, "holder": task_id, "expires_at": now + ttl_s}
+            conn.execute(self._q["unique_put"], params)
+            return None
+
+        return self._db.run("claim a unique key", claim)
+
+    def release_unique(self, key: str, task_id: str) -> bool:
+        """Drop `key` if `task_id` holds it; raises BackendError."""
+        with self._db.autocommit("release a unique key") as conn:
+            params = {"key": key, "holder": task_id}
+            return conn.execute(self._q["unique_release"], params).rowcount > 0
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume `queue`; raises BackendError."""
+        with self._db.autocommit("pause a queue" if paused else "resume a queue") as conn:
+            params = {"queue": queue, "now": self.clock.now()}
+            conn.execute(self._q["pause" if paused else "resume"], params)
+
+    def paused_queues(self) -> set[str]:
+        """The paused queues; raises BackendError."""
+        with self._db.autocommit("list paused queues") as conn:
+            return {str(row[0]) for row in conn.execute(self._q["paused"])}
 
 
 def _columns(records: Iterable[StatusRecord]) -> dict[str, list[Any]]:

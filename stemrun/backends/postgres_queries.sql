@@ -30,6 +30,25 @@ CREATE TABLE IF NOT EXISTS {ns}_chords (
     PRIMARY KEY (chord_id, idx)
 );
 CREATE INDEX IF NOT EXISTS {ns}_chords_expires ON {ns}_chords (expires_at);
+CREATE TABLE IF NOT EXISTS {ns}_counters (
+    name text PRIMARY KEY,
+    value bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ns}_rates (
+    key text PRIMARY KEY,
+    tat double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_rates_tat ON {ns}_rates (tat);
+CREATE TABLE IF NOT EXISTS {ns}_uniques (
+    key text PRIMARY KEY,
+    holder text NOT NULL,
+    expires_at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_uniques_expires ON {ns}_uniques (expires_at);
+CREATE TABLE IF NOT EXISTS {ns}_paused (
+    queue text PRIMARY KEY,
+    paused_at double precision NOT NULL
+);
 
 -- name: create
 -- Insert-if-absent for a batch of distinct ids; an expired record counts as absent and is
@@ -122,3 +141,58 @@ DELETE FROM {ns}_chords WHERE expires_at < %(now)s;
 
 -- name: ping
 SELECT 1;
+
+-- name: incr_counters
+-- Atomic add of a batch (names sorted by the caller): concurrent workers never lose an increment.
+INSERT INTO {ns}_counters AS c (name, value)
+SELECT * FROM unnest(%(names)s::text[], %(values)s::bigint[])
+ON CONFLICT (name) DO UPDATE SET value = c.value + excluded.value;
+
+-- name: counters
+SELECT name, value FROM {ns}_counters;
+
+-- Flow control (stemrun.flow, docs/flow-control.md). Rate limiter and unique-key transactions
+-- take a transaction-scoped advisory lock per key (keys sorted by the caller), so racing workers
+-- and producers on one key take turns. A rate row whose slot has passed, or a unique row whose
+-- TTL has passed, means the same as no row; the purges skip rows another transaction holds.
+
+-- name: flow_lock
+SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- name: rate_get
+SELECT key, tat FROM {ns}_rates WHERE key = ANY(%(keys)s::text[]);
+
+-- name: rate_put
+INSERT INTO {ns}_rates (key, tat)
+SELECT * FROM unnest(%(keys)s::text[], %(tats)s::double precision[])
+ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
+
+-- name: rate_purge
+DELETE FROM {ns}_rates WHERE key IN (
+    SELECT key FROM {ns}_rates WHERE tat < %(now)s FOR UPDATE SKIP LOCKED
+);
+
+-- name: unique_holder
+SELECT holder FROM {ns}_uniques WHERE key = %(key)s AND expires_at > %(now)s;
+
+-- name: unique_put
+INSERT INTO {ns}_uniques (key, holder, expires_at) VALUES (%(key)s, %(holder)s, %(expires_at)s)
+ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at;
+
+-- name: unique_purge
+DELETE FROM {ns}_uniques WHERE key IN (
+    SELECT key FROM {ns}_uniques WHERE expires_at <= %(now)s FOR UPDATE SKIP LOCKED
+);
+
+-- name: unique_release
+DELETE FROM {ns}_uniques WHERE key = %(key)s AND holder = %(holder)s;
+
+-- name: pause
+INSERT INTO {ns}_paused (queue, paused_at) VALUES (%(queue)s, %(now)s)
+ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume
+DELETE FROM {ns}_paused WHERE queue = %(queue)s;
+
+-- name: paused
+SELECT queue FROM {ns}_paused ORDER BY queue;

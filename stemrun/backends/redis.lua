@@ -7,6 +7,10 @@
 --   {ns}:workers                     hash: worker id -> heartbeat JSON
 --   {ns}:worker_deadlines            zset: worker id -> heartbeat expiry
 --   {ns}:chord:{id}                  hash: m{index} = member result JSON, x = expires_at
+--   {ns}:counters                    hash: counter name -> total (HINCRBY from redis.py)
+--   {ns}:rate:{key}                  string: a rate limiter's next free start slot
+--   {ns}:unique:{key}                hash: h = holder task id, x = expires_at
+--   {ns}:paused                      set: paused queue names (SADD/SREM from redis.py)
 --
 -- A record whose `x` has passed (by the caller's clock, ARGV) counts as absent; Redis drops the
 -- key about a second later on its own (PEXPIRE, relative, so a test clock works too). Fenced
@@ -119,3 +123,39 @@ for i = 0, size - 1 do
   out[i + 1] = redis.call("HGET", KEYS[1], "m" .. i)
 end
 return out
+
+-- script: reserve_rate_slot
+-- KEYS: rate limiter keys. ARGV: now, then one interval per key. The slot is the latest of `now`
+-- and every key's next free slot; each key moves to slot + its interval and expires a second
+-- after that (a passed slot means the same as none). Returns the slot as exact text (%.17g).
+local now = tonumber(ARGV[1])
+local slot = now
+for _, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call("GET", key) or "")
+  if tat and tat > slot then slot = tat end
+end
+for i, key in ipairs(KEYS) do
+  local after = slot + tonumber(ARGV[i + 1])
+  local ttl_ms = math.ceil((after - now) * 1000) + 1000
+  redis.call("SET", key, string.format("%.17g", after), "PX", ttl_ms)
+end
+return string.format("%.17g", slot)
+
+-- script: claim_unique
+-- KEYS: one unique key. ARGV: task id, now, expires_at, ttl_ms. Returns the holder's id while a
+-- claim is live (by the caller's clock), else takes the key for the task id and returns false.
+local x = redis.call("HGET", KEYS[1], "x")
+if x and tonumber(x) > tonumber(ARGV[2]) then
+  return redis.call("HGET", KEYS[1], "h")
+end
+redis.call("DEL", KEYS[1])
+redis.call("HSET", KEYS[1], "h", ARGV[1], "x", ARGV[3])
+redis.call("PEXPIRE", KEYS[1], ARGV[4])
+return false
+
+-- script: release_unique
+-- KEYS: one unique key. ARGV: task id. Deletes the key only while that id holds it; 1 or 0.
+if redis.call("HGET", KEYS[1], "h") == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0

@@ -25,6 +25,7 @@ from stemrun.backends.base import (
     StatusRecord,
     Transition,
     apply_transition,
+    cancel_change,
     check_chord_member,
 )
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
@@ -268,6 +269,83 @@ class RedisBackend(Backend):
         """Close connections; raises nothing."""
         self._redis.close()
 
+    def incr_counters(self, increments: Mapping[str, int]) -> None:
+        """Add to named counters: HINCRBY each in one MULTI pipeline; raises BackendError."""
+        if not increments:
+            return
+        key = redis_keys.counters(self.namespace)
+        with self._endpoint.guard("add to counters"):
+            pipe = self._redis.pipeline(transaction=True)
+            for name, value in sorted(increments.items()):
+                pipe.hincrby(key, name, int(value))
+            pipe.execute()
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's total; raises BackendError."""
+        with self._endpoint.guard("read counters"):
+            found = self._redis.hgetall(redis_keys.counters(self.namespace))
+        return {_text(name): int(value) for name, value in found.items()}
+
+    def cancel(
+        self, task_id: str, now: float, *, result_ttl_s: float | None = None
+    ) -> StatusRecord | None:
+        """Cancel by compare-and-set (see `cancel_change`); the record after, None when unknown.
+
+        Raises BackendError.
+        """
+        seen: dict[str, StatusRecord | None] = {}
+
+        def apply(record: StatusRecord) -> StatusRecord | None:
+            # Called again with the fresh record when another writer got in between.
+            seen["before"] = record
+            seen["after"] = cancel_change(record, now, result_ttl_s)
+            return seen["after"]
+
+        self._fenced([(task_id, apply)])
+        return seen.get("after") or seen.get("before")
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, StatusRecord]:
+        """The live records among `task_ids`, in one pipelined round trip; raises BackendError."""
+        current = self._read(list(dict.fromkeys(task_ids)), self.clock.now())
+        return {task_id: record for task_id, (record, _) in current.items() if record is not None}
+
+    def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
+        """Reserve one start under every limiter (see Backend), in one script.
+
+        Raises BackendError.
+        """
+        keys = [redis_keys.rate_limiter(self.namespace, key) for key in limits]
+        args = [repr(now), *(repr(interval) for interval in limits.values())]
+        return float(self._run("reserve_rate_slot", keys, args, "reserve a rate limit slot"))
+
+    def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
+        """Take `key` for `task_id` unless a live claim holds it (see Backend); one script.
+
+        Raises BackendError.
+        """
+        ttl_ms = max(1, math.ceil(ttl_s * 1000)) + EXPIRY_GRACE_MS
+        args = [task_id, repr(now), repr(now + ttl_s), str(ttl_ms)]
+        keys = [redis_keys.unique(self.namespace, key)]
+        holder = self._run("claim_unique", keys, args, "claim a unique key")
+        return None if holder is None else _text(holder)
+
+    def release_unique(self, key: str, task_id: str) -> bool:
+        """Drop `key` if `task_id` holds it; raises BackendError."""
+        keys = [redis_keys.unique(self.namespace, key)]
+        return bool(self._run("release_unique", keys, [task_id], "release a unique key"))
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume `queue`; raises BackendError."""
+        key = redis_keys.paused(self.namespace)
+        with self._endpoint.guard("pause a queue" if paused else "resume a queue"):
+            (self._redis.sadd if paused else self._redis.srem)(key, queue)
+
+    def paused_queues(self) -> set[str]:
+        """The paused queues; raises BackendError."""
+        with self._endpoint.guard("list paused queues"):
+            found = self._redis.smembers(redis_keys.paused(self.namespace))
+        return {_text(queue) for queue in found}
+
 
 def _expiry(expires_at: float | None, now: float) -> tuple[str, str]:
     """The stored expiry and the key's TTL in ms ('' and '' for a record kept forever)."""
@@ -279,3 +357,7 @@ def _expiry(expires_at: float | None, now: float) -> tuple[str, str]:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -19,7 +19,9 @@ from stemrun.backends.base import (
     StatusRecord,
     Transition,
     apply_transition,
+    cancel_change,
     check_chord_member,
+    next_slot,
 )
 from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
 from stemrun.clock import Clock, SystemClock
@@ -193,6 +195,78 @@ class SqliteBackend(Backend):
     def close(self) -> None:
         """Close the connection; raises BackendError."""
         self._db.close()
+
+    def incr_counters(self, increments: Mapping[str, int]) -> None:
+        """Add to named counters in one transaction (`value = value + ?`); raises BackendError."""
+        rows = [{"name": name, "value": int(value)} for name, value in sorted(increments.items())]
+        if rows:
+            with self._db.write("add to counters") as conn:
+                conn.executemany(self._q["incr_counter"], rows)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's total; raises BackendError."""
+        with self._db.read("read counters") as conn:
+            return {str(name): int(value) for name, value in conn.execute(self._q["counters"])}
+
+    def cancel(
+        self, task_id: str, now: float, *, result_ttl_s: float | None = None
+    ) -> StatusRecord | None:
+        """Cancel in one transaction (see `cancel_change`); the record after, None when unknown.
+
+        Raises BackendError.
+        """
+        with self._db.write("cancel a task") as conn:
+            record = self._current(conn, task_id, self.clock.now())
+            updated = None if record is None else cancel_change(record, now, result_ttl_s)
+            if updated is not None:
+                conn.execute(self._q["update"], _row(updated))
+            return updated or record
+
+    def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
+        """Reserve one start under every limiter (see Backend); raises BackendError.
+
+        One BEGIN IMMEDIATE transaction, so workers racing for a slot serialise.
+        """
+        with self._db.write("reserve a rate limit slot") as conn:
+            conn.execute(self._q["rate_purge"], {"now": now})
+            tats = {}
+            for key in limits:
+                row = conn.execute(self._q["rate_get"], {"key": key}).fetchone()
+                tats[key] = None if row is None else float(row[0])
+            slot, after = next_slot(tats, limits, now)
+            conn.executemany(self._q["rate_put"], [{"key": k, "tat": t} for k, t in after.items()])
+            return slot
+
+    def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
+        """Take `key` for `task_id` unless a live claim holds it (see Backend); one transaction.
+
+        Raises BackendError.
+        """
+        with self._db.write("claim a unique key") as conn:
+            row = conn.execute(self._q["unique_holder"], {"key": key, "now": now}).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute(self._q["unique_purge"], {"now": now})
+            params = {"key": key, "holder": task_id, "expires_at": now + ttl_s}
+            conn.execute(self._q["unique_put"], params)
+            return None
+
+    def release_unique(self, key: str, task_id: str) -> bool:
+        """Drop `key` if `task_id` holds it; raises BackendError."""
+        with self._db.write("release a unique key") as conn:
+            params = {"key": key, "holder": task_id}
+            return conn.execute(self._q["unique_release"], params).rowcount > 0
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume `queue`; raises BackendError."""
+        with self._db.write("pause a queue" if paused else "resume a queue") as conn:
+            params = {"queue": queue, "now": self.clock.now()}
+            conn.execute(self._q["pause" if paused else "resume"], params)
+
+    def paused_queues(self) -> set[str]:
+        """The paused queues; raises BackendError."""
+        with self._db.read("list paused queues") as conn:
+            return {str(row[0]) for row in conn.execute(self._q["paused"])}
 
 
 def _row(record: StatusRecord) -> dict[str, Any]:

@@ -25,6 +25,25 @@ CREATE TABLE IF NOT EXISTS {ns}_chords (
     expires_at REAL NOT NULL,
     PRIMARY KEY (chord_id, idx)
 );
+CREATE TABLE IF NOT EXISTS {ns}_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ns}_rates (
+    key TEXT PRIMARY KEY,
+    tat REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_rates_tat ON {ns}_rates (tat);
+CREATE TABLE IF NOT EXISTS {ns}_uniques (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_uniques_expires ON {ns}_uniques (expires_at);
+CREATE TABLE IF NOT EXISTS {ns}_paused (
+    queue TEXT PRIMARY KEY,
+    paused_at REAL NOT NULL
+);
 
 -- name: create
 -- An expired record counts as absent: its id may be used again.
@@ -94,3 +113,46 @@ SELECT result FROM {ns}_chords WHERE chord_id = :chord_id ORDER BY idx;
 
 -- name: purge_expired_chords
 DELETE FROM {ns}_chords WHERE expires_at < :now;
+
+-- name: incr_counter
+-- Atomic add: concurrent workers' increments never overwrite each other.
+INSERT INTO {ns}_counters (name, value) VALUES (:name, :value)
+ON CONFLICT (name) DO UPDATE SET value = value + excluded.value;
+
+-- name: counters
+SELECT name, value FROM {ns}_counters;
+
+-- Flow control (stemrun.flow, docs/flow-control.md). A rate limiter row holds its next free
+-- start slot (`tat`); a row whose slot has passed means the same as no row, so it is dropped.
+
+-- name: rate_get
+SELECT tat FROM {ns}_rates WHERE key = :key;
+
+-- name: rate_put
+INSERT INTO {ns}_rates (key, tat) VALUES (:key, :tat)
+ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
+
+-- name: rate_purge
+DELETE FROM {ns}_rates WHERE tat < :now;
+
+-- name: unique_holder
+SELECT holder FROM {ns}_uniques WHERE key = :key AND expires_at > :now;
+
+-- name: unique_put
+INSERT INTO {ns}_uniques (key, holder, expires_at) VALUES (:key, :holder, :expires_at)
+ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at;
+
+-- name: unique_purge
+DELETE FROM {ns}_uniques WHERE expires_at <= :now;
+
+-- name: unique_release
+DELETE FROM {ns}_uniques WHERE key = :key AND holder = :holder;
+
+-- name: pause
+INSERT INTO {ns}_paused (queue, paused_at) VALUES (:queue, :now) ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume
+DELETE FROM {ns}_paused WHERE queue = :queue;
+
+-- name: paused
+SELECT queue FROM {ns}_paused ORDER BY queue;

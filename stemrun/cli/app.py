@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from stemrun.cli import dlq, health, keys, produce, project, run, schedule, supervise, workflow
+from stemrun.cli import (
+    cancel,
+    dlq,
+    health,
+    keys,
+    observe,
+    produce,
+    project,
+    queue,
+    run,
+    schedule,
+    supervise,
+    workflow,
+)
 
 app = typer.Typer(
     name="stemrun",
@@ -13,9 +26,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (project, supervise, run, schedule, produce, workflow, health, keys):
+for module in (project, supervise, run, schedule, produce, workflow, health, keys, cancel, observe):
     module.register(app)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(queue.app, name="queue")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import typer
 
 from stemrun.cli.common import EXIT_USAGE, ConfigOpt, LogFormatOpt, LogLevelOpt, exits, fail, load
 from stemrun.config.model import Config
+from stemrun.metrics import serve_worker_metrics
 from stemrun.url import mask_url, scheme_of
 
 
@@ -59,4 +60,10 @@ def worker(
         name=name,
         burst=burst,
     )
-    raise typer.Exit(runner.run())
+    server = serve_worker_metrics(loaded)  # None under `stemrun up`: its supervisor serves
+    try:
+        code = runner.run()
+    finally:
+        if server is not None:
+            server.close()
+    raise typer.Exit(code)

@@ -79,7 +79,8 @@ def _task(name: str, data: dict[str, Any], top: dict[str, Any], result_ttl_s: fl
         soft_time_limit_s=_seconds(data.get("soft_time_limit"), None),
         hard_time_limit_s=_seconds(data.get("hard_time_limit"), None),
         visibility_timeout_s=_required_seconds(data.get("visibility_timeout"), 30.0),
-        rate_limit=data.get("rate_limit"),
+        rate_limit=_rate(data.get("rate_limit")),
+        rate_limit_key=_rate_key(data.get("rate_limit")),
         priority=data.get("priority", 0),
         expires_s=_seconds(data.get("expires"), None),
         result_ttl_s=_required_seconds(data.get("result_ttl"), result_ttl_s),
@@ -173,12 +174,23 @@ def _stores(data: dict[str, Any], root_dir: Path) -> tuple[str, str, str]:
     return broker, backend, schedule_store
 
 
+def _rate(value: str | dict[str, Any] | None) -> str | None:
+    """The rate of a `rate_limit` given as `N/s` or as `{rate, key}`."""
+    return value.get("rate") if isinstance(value, dict) else value
+
+
+def _rate_key(value: str | dict[str, Any] | None) -> str | None:
+    return value.get("key") if isinstance(value, dict) else None
+
+
+def _queue(name: str, body: dict[str, Any]) -> QueueConfig:
+    limit = body.get("rate_limit")
+    return QueueConfig(name=name, rate_limit=_rate(limit), rate_limit_key=_rate_key(limit))
+
+
 def _queues(data: dict[str, Any]) -> dict[str, QueueConfig]:
     bodies = data.get("queues") or {}
-    return {
-        name: QueueConfig(name=name, rate_limit=(bodies.get(name) or {}).get("rate_limit"))
-        for name in declared_queues_in_order(data)
-    }
+    return {name: _queue(name, bodies.get(name) or {}) for name in declared_queues_in_order(data)}
 
 
 def _named(data: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:

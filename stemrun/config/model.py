@@ -26,7 +26,8 @@ class UniqueConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueConfig:
     name: str
-    rate_limit: str | None = None
+    rate_limit: str | None = None  # "N/s", "N/m" or "N/h"
+    rate_limit_key: str | None = None  # key template: one limiter per rendered key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +47,7 @@ class TaskConfig:
     expires_s: float | None = None
     result_ttl_s: float = 86400.0
     unique: UniqueConfig | None = None
+    rate_limit_key: str | None = None  # key template of `rate_limit`: one limiter per key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stemrun.config.duration import parse_duration
+from stemrun.config.flow_checks import check_flow
 from stemrun.config.problem import Problem, YamlPath
 from stemrun.config.schedule_checks import check_schedules
 from stemrun.config.signing_keys import check_signing
@@ -157,6 +158,7 @@ def check(data: Any) -> list[Problem]:
         _check_task_options,
         _check_timezones,
         check_schedules,
+        check_flow,
     )
     for checker in checkers:
         problems.extend(checker(data))

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stemrun.metrics import METRICS_SERVER_ENV
 from stemrun.supervisor.generation import ChildSpec
 
 
@@ -119,5 +120,6 @@ def spawn(launch: Launch, spec: ChildSpec, name: str, config_file: Path, now: fl
     when a child drains or dies, so a double Ctrl-C means exactly what the supervisor says.
     """
     argv = launch.argv(spec, name, config_file)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0)
+    env = {**os.environ, METRICS_SERVER_ENV: "supervisor"}  # `up` serves the one endpoint
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0, env=env)
     return Child(spec, name, config_file, proc, now)

@@ -19,6 +19,8 @@ from types import FrameType
 
 from stemrun.config.model import Config
 from stemrun.errors import UsageError
+from stemrun.metrics import MetricsServer, follow_metrics
+from stemrun.metrics import serve as serve_metrics
 from stemrun.supervisor import schedule_sync
 from stemrun.supervisor.backoff import Backoff
 from stemrun.supervisor.children import Child, Launch, spawn
@@ -102,6 +104,7 @@ class Supervisor:
         self._forced = False
         self._stop_sent = False
         self._hup = False
+        self._metrics: MetricsServer | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -111,6 +114,7 @@ class Supervisor:
         watcher = None
         try:
             self._start()
+            self._metrics = serve_metrics(self.config, who="supervisor")
             if self.options.reload:
                 watcher = Watcher(
                     self.config_path, code=self.options.reload_code, on_change=self.changed
@@ -122,6 +126,8 @@ class Supervisor:
                 watcher.stop()
             self._snapshots.clear()
             self.handovers.close()
+            if self._metrics is not None:
+                self._metrics.close()
             restore()
             self._waker.close()
 
@@ -262,6 +268,7 @@ class Supervisor:
         change = diff(current, specs)
         if code:
             change = restart_workers(change, specs)
+        self._metrics = follow_metrics(self._metrics, self.config, config)
         self.config = config
         self._freeze(text)
         schedule_sync.apply(config)

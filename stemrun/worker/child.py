@@ -2,11 +2,13 @@
 
 The parent writes an `init` frame (task name -> handler path, import root, config path), then
 one `run` frame per attempt on the child's stdin; the child answers on its stdout with `ready`,
-then `progress` / `heartbeat` frames while a task runs and one `done` frame per attempt. The
-protocol uses duplicated descriptors: anything a handler prints goes to stderr, never into the
-pipe. SIGUSR1 is the soft time limit of the running attempt. SIGINT and SIGTERM are ignored (a
-terminal or supervisor signals the whole process group, and the parent decides when its children
-stop): end of stdin or a `stop` frame ends the child after its task; the parent uses SIGKILL.
+then `progress` / `heartbeat` frames while a task runs and one `done` frame per attempt. A
+`cancel` frame may arrive while a task runs (a reader thread takes it at once): that attempt's
+next ctx.progress()/heartbeat() raises TaskCancelled. The protocol uses duplicated descriptors:
+anything a handler prints goes to stderr, never into the pipe. The child arms SIGALRM for the
+soft time limit of the running attempt. SIGINT and SIGTERM are ignored (a terminal or
+supervisor signals the whole process group, and the parent decides when its children stop): end
+of stdin or a `stop` frame ends the child after its task; the parent uses SIGKILL.
 
 `ctx.enqueue` in a child opens its own `Stem` client from the config file, on first use.
 """
@@ -14,18 +16,20 @@ stop): end of stdin or a `stop` frame ends the child after its task; the parent 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from stemrun.errors import SoftTimeLimitExceeded, TaskNotRegistered
+from stemrun.errors import SoftTimeLimitExceeded, TaskCancelled, TaskNotRegistered
 from stemrun.registry import Handler, ensure_import_path, load_handler
 from stemrun.worker.execute import SoftLimit, execute
 from stemrun.worker.job import Job
-from stemrun.worker.protocol import read_frame, write_frame
+from stemrun.worker.protocol import ProtocolError, read_frame, write_frame
 
 
 class ChildRuntime:
@@ -38,6 +42,7 @@ class ChildRuntime:
         self._handlers: dict[str, Handler] = {}
         self._soft: SoftLimit | None = None
         self._stem: Any = None
+        self.cancelled: set[str] = set()  # written by the reader thread, read by the bridge
         ensure_import_path(Path(init["root_dir"]))
 
     def load(self, task: str) -> Handler:
@@ -56,11 +61,18 @@ class ChildRuntime:
     def run(self, job: Job) -> None:
         soft = SoftLimit()
         self._soft = soft
+        # The child times its own soft limit from the moment it really starts the attempt: a
+        # signal from the parent could arrive while the job frame is still in the pipe, and be
+        # lost. SIGALRM lands on this (main) thread and interrupts blocking calls here.
+        if job.soft_limit_s:
+            signal.setitimer(signal.ITIMER_REAL, job.soft_limit_s)
         try:
             ctx = job.context(_PipeBridge(job.key, self))
             outcome = execute(lambda: self.load(job.task), ctx, job.args, soft, _raise_soft)
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             self._soft = None
+            self.cancelled.discard(job.key)
         self.send({"op": "done", "key": job.key, "outcome": outcome.to_dict()})
 
     def send(self, message: dict[str, Any]) -> None:
@@ -81,11 +93,17 @@ class _PipeBridge:
         self._runtime = runtime
 
     def progress(self, fraction: float | None, meta: Mapping[str, Any]) -> None:
+        self._check_cancelled()
         message = {"op": "progress", "key": self._key, "fraction": fraction, "meta": dict(meta)}
         self._runtime.send(message)
 
     def heartbeat(self) -> None:
+        self._check_cancelled()
         self._runtime.send({"op": "heartbeat", "key": self._key})
+
+    def _check_cancelled(self) -> None:
+        if self._key in self._runtime.cancelled:
+            raise TaskCancelled("cancelled by stemrun cancel")
 
     def enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
         return self._runtime.enqueue(task, args, options)
@@ -106,6 +124,21 @@ def _claim_pipes() -> tuple[IO[bytes], IO[bytes]]:
     return proto_in, proto_out
 
 
+def _pump(
+    proto_in: IO[bytes], runtime: ChildRuntime, frames: queue.SimpleQueue[dict[str, Any] | None]
+) -> None:
+    """Read the parent's frames while a task runs: `cancel` applies at once, the rest queue."""
+    try:
+        while (frame := read_frame(proto_in)) is not None:
+            if frame.get("op") == "cancel":
+                runtime.cancelled.add(str(frame.get("key")))
+            else:
+                frames.put(frame)
+    except (ProtocolError, OSError, ValueError) as exc:
+        sys.stderr.write(f"stemrun pool child: bad frame from the worker: {exc}\n")
+    frames.put(None)
+
+
 def main() -> int:
     """Serve the parent until it says stop or goes away."""
     # a terminal or supervisor signals the whole process group; the parent drains its children
@@ -116,9 +149,15 @@ def main() -> int:
     if init is None or init.get("op") != "init":
         return 2
     runtime = ChildRuntime(init, proto_out)
-    signal.signal(signal.SIGUSR1, runtime.on_soft_limit)
+    signal.signal(signal.SIGALRM, runtime.on_soft_limit)
     runtime.send({"op": "ready", "pid": os.getpid()})
-    while (frame := read_frame(proto_in)) is not None:
+    frames: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+    # The reader inherits a mask blocking SIGALRM, so the kernel delivers the soft limit to the
+    # main thread and interrupts the handler's blocking call (time.sleep) there.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    threading.Thread(target=_pump, args=(proto_in, runtime, frames), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+    while (frame := frames.get()) is not None:
         if frame.get("op") == "stop":
             break
         if frame.get("op") == "run":

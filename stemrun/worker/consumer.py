@@ -21,15 +21,19 @@ from stemrun.brokers.base import Broker, Delivery
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
+from stemrun.observe import BUSY_BEAT_S, heartbeat_ttl
 from stemrun.registry import Registry
 from stemrun.signing import verifier_for
 from stemrun.stores import backend_for, broker_for
 from stemrun.worker import report, settle, signals
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
+from stemrun.worker.cancel import CancelWatch
 from stemrun.worker.continuation import Continuations
 from stemrun.worker.execute import Outcome
+from stemrun.worker.flow import FlowControl
 from stemrun.worker.job import Beat, Done, Event, Progress, Wake
 from stemrun.worker.lease import FETCH_LEASE_S, Held, Leases
+from stemrun.worker.metrics import Recorder
 from stemrun.worker.plan import Plan, resolve
 from stemrun.worker.pool import Pool
 from stemrun.worker.pool_async import AsyncPool
@@ -90,6 +94,7 @@ class Worker:
         self._forced = threading.Event()
         self._leases = Leases(self.broker, self._clock)
         self._buffer: deque[str] = deque()
+        self._flow = FlowControl(config, self.backend, self._clock, self._leases, self._buffer)
         self._pending: list[settle.Settlement] = []
         self._rng = random.Random()
         self._stem: Any = None
@@ -98,6 +103,8 @@ class Worker:
         self._next_beat = 0.0
         self.processed = 0
         self.failed = 0
+        self._metrics = Recorder(self.backend)
+        self._cancels = CancelWatch(self.backend)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -157,6 +164,7 @@ class Worker:
 
     def _finish(self, *, clean: bool) -> None:
         try:
+            self._metrics.flush()
             if clean:
                 self.backend.remove_worker(self.name)
         except BackendError as exc:
@@ -188,7 +196,7 @@ class Worker:
                 continue
             if done is not None:
                 return 0
-            wait = self._next_wait(pool)
+            wait = self._flow.wait(self._next_wait(pool))
         return 1
 
     def _iterate(self, pool: Pool, wait: float) -> bool | None:
@@ -197,13 +205,17 @@ class Worker:
         pool.maintain()
         self._renew()
         self._heartbeat(pool)
+        for key in self._cancels.due(self._leases.held):
+            pool.cancel(key)
         if self._stopping.is_set():
             self._release_buffer()
             self._flush()
+            self._metrics.flush()
             return True if pool.running() == 0 and not self._leases.held else None
         fetched = self._fetch()
         self._start(pool)
         self._flush()
+        self._metrics.flush()
         if self.burst and not fetched and not self._leases.held and not self._pending:
             return True
         return None
@@ -237,8 +249,10 @@ class Worker:
             if held is not None and not held.lost:
                 envelope = held.envelope
                 self.backend.set_progress(envelope.id, envelope.attempt, event.fraction, event.meta)
+            self._cancels.touched(event.key)
         elif isinstance(event, Beat):
             self._leases.extend_now(event.key)
+            self._cancels.touched(event.key)
 
     # -- fetch and start ----------------------------------------------------------------------
 
@@ -247,8 +261,12 @@ class Worker:
         if room <= 0:
             return False
         block = IDLE_BLOCK_S if not self._leases.held else 0.0
+        queues = self._flow.queues(self.plan.queues)
+        if not queues:
+            self._stopping.wait(block)  # every queue is paused: idle as a blocking fetch would
+            return False
         deliveries = self.broker.fetch(
-            self.plan.queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block
+            queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block
         )
         admitted: list[Held] = []
         now = self._clock.now()
@@ -269,7 +287,8 @@ class Worker:
         return held
 
     def _start(self, pool: Pool) -> None:
-        batch = self._take_startable(pool.free_slots())
+        batch, later = self._flow.gate(pool.free_slots(), self._take_startable)
+        self._pending.extend(later)
         if not batch:
             return
         now = self._clock.now()
@@ -286,7 +305,9 @@ class Worker:
             held.started_at = now
             pool.submit(held.job())
             envelope = held.envelope
+            self._metrics.started(envelope.task, held.delivery.queue)
             self._log("started", envelope.task, envelope.id, envelope.attempt, held.delivery)
+        self._next_beat = min(self._next_beat, now + BUSY_BEAT_S)  # show new tasks soon
 
     def _take_startable(self, slots: int) -> list[Held]:
         batch: list[Held] = []
@@ -329,8 +350,11 @@ class Worker:
             )
             return
         now = self._clock.now()
+        self._metrics.ran(held, outcome, now)
         if outcome.status == "succeeded":
             item = settle.succeeded(held.delivery, envelope, held.task, outcome, now)
+        elif outcome.status == "cancelled":
+            item = settle.cancelled(held.delivery, envelope, held.task, now)
         else:
             item = settle.unsuccessful(held.delivery, envelope, held.task, outcome, now, self._rng)
         self._count(item)
@@ -348,6 +372,8 @@ class Worker:
         batch = self._pending
         settle.apply(self.backend, self.broker, batch, self._continuations.run)
         self._pending = []
+        self._flow.settled(batch)
+        self._metrics.settled(batch)
         for item in batch:
             self._log(
                 item.event, item.task, item.delivery.id, item.attempt, item.delivery, item.detail
@@ -386,6 +412,7 @@ class Worker:
 
     def _release_buffer(self) -> None:
         """Hand back deliveries fetched but not started, unchanged, for other workers."""
+        self._buffer.extend(self._flow.release())
         while self._buffer:
             held = self._leases.drop(self._buffer.popleft())
             if held is not None and not held.lost:
@@ -403,8 +430,11 @@ class Worker:
             processed=self.processed,
             failed=self.failed,
             started_at=self._started_at,
+            now=now,
         )
-        self.backend.put_worker(self.name, info, ttl_s=3 * interval)
+        info["heartbeat_interval_s"] = interval
+        # kept past staleness (3 intervals) so `observe workers` can show the worker as stale
+        self.backend.put_worker(self.name, info, ttl_s=heartbeat_ttl(interval))
 
 
 def _open_stores(

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from stemrun.context import TaskContext
-from stemrun.errors import Retry, SoftTimeLimitExceeded
+from stemrun.errors import Retry, SoftTimeLimitExceeded, TaskCancelled
 from stemrun.registry import Handler
 
-Status = Literal["succeeded", "failed", "retry"]
+Status = Literal["succeeded", "failed", "retry", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +208,8 @@ def execute(
         outcome = _success(ctx.task, value)
     except Retry as request:
         outcome = _retry(request)
+    except TaskCancelled as exc:
+        outcome = Outcome(status="cancelled", error=error_of(exc), exc_types=exc_names(exc))
     except (Exception, SoftTimeLimitExceeded) as exc:  # the task boundary: any error is an outcome
         outcome = _failed(exc)
     return _timed(outcome, started)
@@ -228,6 +230,8 @@ async def execute_async(
         outcome = _success(ctx.task, value)
     except Retry as request:
         outcome = _retry(request)
+    except TaskCancelled as exc:
+        outcome = Outcome(status="cancelled", error=error_of(exc), exc_types=exc_names(exc))
     except (Exception, SoftTimeLimitExceeded) as exc:  # the task boundary
         outcome = _failed(exc)
     return _timed(outcome, started)

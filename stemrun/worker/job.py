@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemrun.context import ContextBridge, TaskContext
+from stemrun.errors import TaskCancelled
 from stemrun.worker.execute import Outcome
 
 #: Enqueues a child task: (task, args, options) -> id.
@@ -41,12 +42,17 @@ class Job:
             "headers": self.headers,
             "parent_id": self.parent_id,
             "root_id": self.root_id,
+            "soft_limit_s": self.soft_limit_s,
         }
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Job:
         names = ("key", "id", "task", "attempt", "queue", "args", "headers", "parent_id")
-        return cls(**{name: frame[name] for name in names}, root_id=frame.get("root_id"))
+        return cls(
+            **{name: frame[name] for name in names},
+            root_id=frame.get("root_id"),
+            soft_limit_s=frame.get("soft_limit_s"),
+        )
 
     def context(self, bridge: ContextBridge) -> TaskContext:
         return TaskContext(
@@ -97,16 +103,30 @@ Emit = Callable[[Event], None]
 class EventBridge:
     """ContextBridge for attempts running inside the worker process (thread and async pools)."""
 
-    def __init__(self, key: str, emit: Emit, enqueue: EnqueueFn) -> None:
+    def __init__(
+        self,
+        key: str,
+        emit: Emit,
+        enqueue: EnqueueFn,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self._key = key
         self._emit = emit
         self._enqueue = enqueue
+        self._cancelled = cancelled
 
     def progress(self, fraction: float | None, meta: Mapping[str, Any]) -> None:
+        self._check_cancelled()
         self._emit(Progress(self._key, fraction, dict(meta)))
 
     def heartbeat(self) -> None:
+        self._check_cancelled()
         self._emit(Beat(self._key))
+
+    def _check_cancelled(self) -> None:
+        """Raises TaskCancelled once `stemrun cancel` reached this attempt."""
+        if self._cancelled is not None and self._cancelled():
+            raise TaskCancelled("cancelled by stemrun cancel")
 
     def enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
         return self._enqueue(task, args, options)

@@ -3,9 +3,9 @@
 What each pool can enforce (the docs copy this):
 
 process (default)
-    soft: the parent sends SIGUSR1 to the child and `SoftTimeLimitExceeded` is raised inside the
-    running sync handler, so its `except`/`finally` cleanup runs; a handler that catches it and
-    returns normally has succeeded.
+    soft: the child arms SIGALRM when it starts the attempt and `SoftTimeLimitExceeded` is raised
+    in the running sync handler, so its `except`/`finally` cleanup runs; a handler that catches
+    it and returns normally has succeeded.
     hard: the child is killed (SIGKILL) and replaced by a fresh one; the attempt fails with
     `HardTimeLimitExceeded` and the normal retry rules apply.
 thread
@@ -55,6 +55,9 @@ class Pool(Protocol):
 
     def maintain(self) -> None:
         """Enforce time limits and replace lost workers; called often by the consumer loop."""
+
+    def cancel(self, key: str) -> None:
+        """Make the attempt's next ctx.progress()/heartbeat() raise TaskCancelled."""
 
     def close(self, *, graceful: bool) -> None: ...
 

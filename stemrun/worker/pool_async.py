@@ -8,6 +8,7 @@ limits (soft: cancellation; hard: the attempt is abandoned).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ class AsyncPool:
         self._thread.daemon = True
         # sync handlers abandoned by a hard limit keep their thread: leave room for replacements
         self._executor = ThreadPoolExecutor(concurrency * 2, thread_name_prefix="stemrun-sync")
+        self._cancelled: set[str] = set()  # keys whose next ctx call raises TaskCancelled
 
     def start(self) -> None:
         self._thread.start()
@@ -59,16 +61,19 @@ class AsyncPool:
             handler = self._load(job.task)
         except Exception:  # reported as the attempt's error by execute below
             handler = None
+        cancelled = functools.partial(self._cancelled.__contains__, job.key)
         if handler is not None and not inspect.iscoroutinefunction(handler):
+            run = functools.partial(run_here, cancelled=cancelled)
             outcome = await self._loop.run_in_executor(
-                self._executor, run_here, self._load, job, entry.soft, self._emit, self._enqueue
+                self._executor, run, self._load, job, entry.soft, self._emit, self._enqueue
             )
         else:
-            ctx = job.context(EventBridge(job.key, self._emit, self._enqueue))
+            ctx = job.context(EventBridge(job.key, self._emit, self._enqueue, cancelled))
             outcome = await execute_async(lambda: self._load(job.task), ctx, job.args, entry.soft)
         self._finish(job.key, outcome)
 
     def _finish(self, key: str, outcome: Outcome) -> None:
+        self._cancelled.discard(key)
         with self._lock:
             entry = self._running.pop(key, None)
             if entry is None or entry.hard_fired:
@@ -100,3 +105,8 @@ class AsyncPool:
         if graceful:
             self._thread.join(timeout=1.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def cancel(self, key: str) -> None:
+        with self._lock:
+            if key in self._running:
+                self._cancelled.add(key)

@@ -2,7 +2,8 @@
 
 Children are `python -m stemrun.worker.child` started with subprocess and spoken to with JSON
 frames over their stdin/stdout (see `protocol`); nothing is pickled. A reader thread per child
-turns its frames into consumer events. Soft limit: SIGUSR1 to the child. Hard limit: SIGKILL,
+turns its frames into consumer events. Soft limit: the child arms SIGALRM itself when it starts
+the attempt. Hard limit: SIGKILL,
 the attempt fails with HardTimeLimitExceeded and a fresh child takes the slot. A child that dies
 on its own fails its attempt with `WorkerLostError` (normal retry rules apply).
 """
@@ -10,7 +11,6 @@ on its own fails its attempt with `WorkerLostError` (normal retry rules apply).
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import threading
@@ -91,18 +91,11 @@ class ProcessPool:
 
     def submit(self, job: Job) -> None:
         child = next(child for child in self._children if child.idle())
-        entry = Running(job)
-        entry.soft.arm(lambda: self._signal(child, signal.SIGUSR1))
+        entry = Running(job)  # the child times the soft limit itself (see child.py)
         with child.lock:
             child.job = entry
         if not child.send(job.to_frame()):
             self._lost(child, "its pipe closed")
-
-    def _signal(self, child: _Child, signum: int) -> None:
-        try:
-            child.popen.send_signal(signum)
-        except OSError:  # already gone; the reader reports it
-            pass
 
     def _read(self, child: _Child) -> None:
         try:
@@ -150,8 +143,6 @@ class ProcessPool:
             entry = child.job
             if entry is None:
                 continue
-            if child.ready and entry.soft_due(now):
-                entry.soft.fire()
             if entry.hard_due(now):
                 self._kill(child, entry)
         if not self._closing:
@@ -194,3 +185,10 @@ class ProcessPool:
                 child.stdin.close()  # stdout belongs to the reader thread, which sees its end
             except OSError:
                 pass
+
+    def cancel(self, key: str) -> None:
+        """Tell the child running `key` over its pipe; its next ctx call raises TaskCancelled."""
+        for child in self._children:
+            entry = child.job
+            if entry is not None and entry.job.key == key:
+                child.send({"op": "cancel", "key": key})

@@ -6,6 +6,7 @@ See `stemrun.worker.pool` for what the thread pool can and cannot enforce about 
 from __future__ import annotations
 
 import ctypes
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -26,10 +27,17 @@ def raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
     )
 
 
-def run_here(load: Loader, job: Job, soft: SoftLimit, emit: Emit, enqueue: EnqueueFn) -> Outcome:
+def run_here(
+    load: Loader,
+    job: Job,
+    soft: SoftLimit,
+    emit: Emit,
+    enqueue: EnqueueFn,
+    cancelled: Callable[[], bool] | None = None,
+) -> Outcome:
     """Run one attempt in the calling thread, interruptible by `soft` from another thread."""
     ident = threading.get_ident()
-    ctx = job.context(EventBridge(job.key, emit, enqueue))
+    ctx = job.context(EventBridge(job.key, emit, enqueue, cancelled))
     outcome: Outcome | None = None
     try:
         outcome = execute(
@@ -62,6 +70,7 @@ class ThreadPool:
         self._busy = 0
         self._retire: set[int] = set()  # idents of threads abandoned by a hard limit
         self._threads: list[threading.Thread] = []
+        self._cancelled: set[str] = set()  # keys whose next ctx call raises TaskCancelled
 
     def start(self) -> None:
         for _ in range(self._concurrency):
@@ -96,14 +105,15 @@ class ThreadPool:
                 if entry is not None:
                     entry.thread_ident = threading.get_ident()
             if entry is not None:
-                self._finish(
-                    job.key, run_here(self._load, job, entry.soft, self._emit, self._enqueue)
-                )
+                stop = functools.partial(self._cancelled.__contains__, job.key)
+                outcome = run_here(self._load, job, entry.soft, self._emit, self._enqueue, stop)
+                self._finish(job.key, outcome)
             with self._lock:
                 if threading.get_ident() in self._retire:
                     return
 
     def _finish(self, key: str, outcome: Outcome) -> None:
+        self._cancelled.discard(key)
         with self._lock:
             entry = self._running.pop(key, None)
             if entry is None or entry.hard_fired:
@@ -139,3 +149,8 @@ class ThreadPool:
         if graceful:
             for thread in self._threads:
                 thread.join(timeout=1.0)
+
+    def cancel(self, key: str) -> None:
+        with self._lock:
+            if key in self._running:
+                self._cancelled.add(key)

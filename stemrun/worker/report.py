@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,11 +36,25 @@ def task_event(
 
 
 def heartbeat_info(
-    plan: Plan, held: Iterable[Held], *, processed: int, failed: int, started_at: float
+    plan: Plan,
+    held: Iterable[Held],
+    *,
+    processed: int,
+    failed: int,
+    started_at: float,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """The record `stemrun observe workers` shows for this worker."""
+    now = time.time() if now is None else now
     active = [
-        {"id": h.envelope.id, "task": h.envelope.task, "started_at": h.started_at}
+        {
+            "id": h.envelope.id,
+            "task": h.envelope.task,
+            "queue": h.delivery.queue,
+            "attempt": h.envelope.attempt,
+            "started_at": h.started_at,
+            "runtime_s": round(now - h.started_at, 3),
+        }
         for h in held
         if h.started_at is not None
     ]

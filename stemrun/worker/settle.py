@@ -22,7 +22,9 @@ from stemrun.worker.execute import Outcome
 
 Action = Literal["ack", "requeue", "dead_letter"]
 #: The word logged for each settlement.
-Event = Literal["succeeded", "retried", "failed", "dead-lettered", "cancelled", "skipped"]
+Event = Literal[
+    "succeeded", "retried", "failed", "dead-lettered", "cancelled", "skipped", "delayed"
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,3 +247,27 @@ def _dead_letter(
 def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("message") or "")
     return f"{error.get('type')}: {message}" if message else str(error.get("type"))
+
+
+def cancelled(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float) -> Settlement:
+    """The handler stopped at a ctx call after `stemrun cancel`: cancelled, acked, not retried."""
+    changes = {
+        "finished_at": now,
+        "meta": {"reason": "cancelled"},
+        "expires_at": now + task.result_ttl_s,
+    }
+    return Settlement(
+        delivery=delivery,
+        action="ack",
+        event="cancelled",
+        transition=Transition(
+            task_id=envelope.id,
+            attempt=envelope.attempt,
+            state=TaskState.CANCELLED,
+            changes=changes,
+        ),
+        task=envelope.task,
+        attempt=envelope.attempt,
+        detail="by stemrun cancel",
+        envelope=envelope,
+    )

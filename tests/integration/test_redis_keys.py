@@ -42,8 +42,12 @@ def test_functions_follow_the_templates() -> None:
         redis_keys.workers("ns"): "{ns}:workers",
         redis_keys.worker_deadlines("ns"): "{ns}:worker_deadlines",
         redis_keys.chord("ns", "i"): "{ns}:chord:{id}",
+        redis_keys.counters("ns"): "{ns}:counters",
+        redis_keys.rate_limiter("ns", "k"): "{ns}:rate:{key}",
+        redis_keys.unique("ns", "k"): "{ns}:unique:{key}",
+        redis_keys.paused("ns"): "{ns}:paused",
     }
-    values = {"ns": "ns", "queue": "q", "priority": 3, "id": "i"}
+    values = {"ns": "ns", "queue": "q", "priority": 3, "id": "i", "key": "k"}
     for key, template in built.items():
         assert key == template.format(**values)
     assert set(built.values()) == set(redis_keys.BROKER_KEYS) | set(redis_keys.BACKEND_KEYS)

@@ -106,7 +106,13 @@ _ALL_KEYS = {**redis_keys.BROKER_KEYS, **redis_keys.BACKEND_KEYS}
 
 
 def _key_pattern(template: str, namespace: str) -> re.Pattern[str]:
-    fields = {"ns": re.escape(namespace), "queue": "q", "priority": "[0-9]", "id": ".+"}
+    fields = {
+        "ns": re.escape(namespace),
+        "queue": "q",
+        "priority": "[0-9]",
+        "id": ".+",
+        "key": ".+",
+    }
     return re.compile(template.format(**fields))
 
 

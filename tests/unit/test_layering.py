@@ -22,10 +22,11 @@ LAYERS: list[set[str]] = [
         "redis_keys",
         "redis_client",
         "postgres_db",
+        "flow",
     },
     {"brokers", "backends"},
     {"retry", "registry", "canvas", "client", "context", "stores"},
-    {"worker", "schedules", "beat", "observe", "health"},
+    {"worker", "schedules", "beat", "observe", "metrics", "health"},
     {"supervisor", "cli", "__main__", "testing"},
 ]
 
