@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from redis.commands.core import Script
@@ -33,6 +36,7 @@ from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import TlsConfig
 from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.redis_client import Endpoint, load_scripts
+from stemrun.state import TERMINAL
 
 #: Redis drops an expired record this long after its `expires_at`, so a clock a little ahead
 #: of another process's never loses a record that process still sees as live.
@@ -72,6 +76,7 @@ class RedisBackend(Backend):
             unavailable=BackendUnavailable,
         )
         self._redis = self._endpoint.connect()
+        self._written = _RecentWrites()
         self._scripts: dict[str, Script] = load_scripts(
             self._redis, "stemrun.backends", "redis.lua"
         )
@@ -160,7 +165,7 @@ class RedisBackend(Backend):
     ) -> list[int]:
         """Apply the steps at `todo` once; returns the indexes to try again."""
         now = self.clock.now()
-        current = self._read(list(dict.fromkeys(steps[i][0] for i in todo)), now)
+        current = self._current(list(dict.fromkeys(steps[i][0] for i in todo)), now)
         writes: list[tuple[int, str]] = []
         args: list[Any] = []
         for i in todo:
@@ -182,7 +187,19 @@ class RedisBackend(Backend):
         for (i, task_id), ok in zip(writes, reply, strict=True):
             if not ok and task_id not in missed:
                 missed[task_id] = i
+        self._written.remember(
+            {task_id: current[task_id] for _, task_id in writes if task_id not in missed}
+        )
+        self._written.forget(missed)
         return [i for i in todo if i >= missed.get(steps[i][0], len(steps))]
+
+    def _current(self, task_ids: list[str], now: float) -> _Current:
+        """Records and versions: this object's own recent writes, else one pipelined read."""
+        current = self._written.recall(task_ids, now)
+        unknown = [task_id for task_id in task_ids if task_id not in current]
+        if unknown:
+            current.update(self._read(unknown, now))
+        return current
 
     def replace(self, record: StatusRecord) -> None:
         """Overwrite a record unconditionally; raises BackendError."""
@@ -361,3 +378,56 @@ def _glob_escape(text: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class _RecentWrites:
+    """Records this backend object just wrote, with the version the write gave them.
+
+    A worker writes `running` and, moments later, the outcome of the same record: reusing its own
+    write saves the read before the compare-and-set. A stale entry only costs a retry (the
+    version check misses and the next round reads from Redis); entries are kept briefly, and only
+    for records that are not terminal, so a record that expired and was created again under the
+    same id is never mistaken for the one remembered.
+    """
+
+    KEEP_S = 60.0
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[StatusRecord, str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, written: Mapping[str, tuple[StatusRecord | None, str]]) -> None:
+        with self._lock:
+            self._remember(written, time.monotonic())
+
+    def _remember(
+        self, written: Mapping[str, tuple[StatusRecord | None, str]], stamp: float
+    ) -> None:
+        for task_id, (record, version) in written.items():
+            if record is None or record.state in TERMINAL:
+                self._entries.pop(task_id, None)
+                continue
+            self._entries[task_id] = (record, version, stamp)
+            self._entries.move_to_end(task_id)
+        while len(self._entries) > self.LIMIT:
+            self._entries.popitem(last=False)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        with self._lock:
+            for task_id in task_ids:
+                self._entries.pop(task_id, None)
+
+    def recall(self, task_ids: Sequence[str], now: float) -> _Current:
+        found: _Current = {}
+        fresh_after = time.monotonic() - self.KEEP_S
+        with self._lock:
+            entries = [(task_id, self._entries.pop(task_id, None)) for task_id in task_ids]
+        for task_id, entry in entries:
+            if entry is None:
+                continue
+            record, version, stamp = entry
+            expired = record.expires_at is not None and record.expires_at < now
+            if stamp >= fresh_after and not expired:
+                found[task_id] = (record, version)
+        return found

@@ -164,7 +164,7 @@ class Worker:
 
     def _finish(self, *, clean: bool) -> None:
         try:
-            self._metrics.flush()
+            self._metrics.flush(force=True)
             if clean:
                 self.backend.remove_worker(self.name)
         except BackendError as exc:
@@ -210,7 +210,7 @@ class Worker:
         if self._stopping.is_set():
             self._release_buffer()
             self._flush()
-            self._metrics.flush()
+            self._metrics.flush(force=True)
             return True if pool.running() == 0 and not self._leases.held else None
         fetched = self._fetch()
         self._start(pool)

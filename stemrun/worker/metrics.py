@@ -1,12 +1,14 @@
 """Count what a worker starts and settles, and add it to the store's counters once per batch.
 
-Counts accumulate in memory and go to the result backend in one `incr_counters` call per loop
-iteration (never one per task); a failed write keeps them for the next try. A worker killed with
-SIGKILL loses at most the counts of its last iteration.
+Counts accumulate in memory and go to the result backend in one `incr_counters` call at most
+every FLUSH_EVERY_S (never one per task: a busy worker would pay a store round trip per loop
+iteration); a failed write keeps them for the next try. A worker killed with SIGKILL loses at
+most the counts of that last half second; a clean stop flushes everything.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -17,6 +19,8 @@ from stemrun.worker.execute import Outcome
 from stemrun.worker.lease import Held
 from stemrun.worker.settle import Settlement
 
+FLUSH_EVERY_S = 0.5
+
 _EVENTS = {"succeeded": "succeeded", "retried": "retried", "cancelled": "cancelled"}
 
 
@@ -26,6 +30,7 @@ class Recorder:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._pending: Counter[str] = Counter()
+        self._next_flush = 0.0
 
     def started(self, task: str, queue: str) -> None:
         """An attempt was handed to the pool."""
@@ -51,10 +56,15 @@ class Recorder:
             if item.action == "dead_letter":
                 self._pending[counter_name("dead_lettered", item.task, queue)] += 1
 
-    def flush(self) -> None:
-        """Add the pending counts to the store in one call. Raises BackendError (kept)."""
-        if not self._pending:
+    def flush(self, *, force: bool = False) -> None:
+        """Add the pending counts to the store in one call, when due (or forced).
+
+        Raises BackendError; the counts are kept for the next try.
+        """
+        now = time.monotonic()
+        if not self._pending or (not force and now < self._next_flush):
             return
+        self._next_flush = now + FLUSH_EVERY_S
         increments = dict(self._pending)
         self._backend.incr_counters(increments)
         self._pending.subtract(increments)

@@ -202,3 +202,36 @@ def test_backend_batches_round_trips(backend: RedisBackend) -> None:
     moves = [Transition(task_id=r.id, attempt=0, state=TaskState.RUNNING) for r in records]
     assert backend.transition(moves) == [True] * 50
     assert sent == ["EVALSHA", "PIPELINE", "EVALSHA"]
+
+
+def test_outcome_after_own_running_write_skips_the_read(backend: RedisBackend) -> None:
+    records = [
+        StatusRecord(id=f"o{i}", task="t", state=TaskState.QUEUED, queue="q") for i in range(5)
+    ]
+    backend.create(records)
+    running = [Transition(task_id=r.id, attempt=0, state=TaskState.RUNNING) for r in records]
+    assert backend.transition(running) == [True] * 5
+    sent = count_commands(backend)
+    done = [Transition(task_id=r.id, attempt=0, state=TaskState.SUCCEEDED) for r in records]
+    assert backend.transition(done) == [True] * 5
+    assert sent == ["EVALSHA"], "the records this backend just wrote need no read"
+    assert {backend.get(r.id).state for r in records} == {TaskState.SUCCEEDED}  # type: ignore[union-attr]
+
+
+def test_a_remembered_write_overtaken_by_another_writer_is_still_fenced(
+    redis_url: str, redis_namespace: str, backend: RedisBackend
+) -> None:
+    backend.create([StatusRecord(id="s", task="t", state=TaskState.QUEUED, queue="q")])
+    assert backend.transition([Transition(task_id="s", attempt=0, state=TaskState.RUNNING)])
+    other = RedisBackend(redis_url, namespace=redis_namespace)
+    try:  # a newer owner (attempt 1) finishes first: its result must win
+        winner = Transition(
+            task_id="s", attempt=1, state=TaskState.SUCCEEDED, changes={"result": 1}
+        )
+        assert other.transition([winner]) == [True]
+    finally:
+        other.close()
+    late = Transition(task_id="s", attempt=0, state=TaskState.FAILED, changes={"result": 0})
+    assert backend.transition([late]) == [False]
+    stored = backend.get("s")
+    assert stored is not None and (stored.state, stored.result) == (TaskState.SUCCEEDED, 1)
