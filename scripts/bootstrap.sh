@@ -22,6 +22,6 @@ fi
 stamp=.venv/.stemrun-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c 'import stemrun' 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test,examples]'
+  .venv/bin/python -m pip install --quiet -e '.[test,examples,dashboard]'
   touch "$stamp"
 fi

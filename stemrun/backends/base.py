@@ -188,6 +188,20 @@ class Backend(ABC):
         found = {task_id: self.get(task_id) for task_id in dict.fromkeys(task_ids)}
         return {task_id: record for task_id, record in found.items() if record is not None}
 
+    def list_records(
+        self,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[StatusRecord]:
+        """Live records matching every given filter, newest first, paged.
+
+        Raises BackendError (also when the store cannot list records).
+        """
+        raise BackendError(f"result backend {mask_url(self.url)} does not support listing")
+
     # -- flow control (stemrun.flow, docs/flow-control.md) ---------------------------------
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:

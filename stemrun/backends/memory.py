@@ -94,6 +94,29 @@ class MemoryBackend(Backend):
         with self._lock:
             return self._live(task_id, self.clock.now())
 
+    def list_records(
+        self,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[StatusRecord]:
+        """Live records matching the filters, newest first."""
+        with self._lock:
+            now = self.clock.now()
+            live = [self._live(task_id, now) for task_id in self._records]
+        wanted = [
+            r
+            for r in live
+            if r is not None
+            and (state is None or str(r.state) == state)
+            and (task is None or r.task == task)
+            and (queue is None or r.queue == queue)
+        ]
+        wanted.sort(key=lambda r: (-r.created_at, r.id))
+        return wanted[offset : offset + limit]
+
     def transition(self, changes: Sequence[Transition]) -> list[bool]:
         """Apply fenced transitions; raises BackendError for non-JSON values."""
         result: list[bool] = []

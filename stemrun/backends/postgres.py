@@ -99,6 +99,20 @@ class PostgresBackend(Backend):
             row = conn.execute(self._q["get"], {"id": task_id, "now": self.clock.now()}).fetchone()
         return None if row is None else decode_record(row[0])
 
+    def list_records(
+        self,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[StatusRecord]:
+        """Live records matching the filters, newest first; raises BackendError."""
+        params = {"state": state, "task": task, "queue": queue, "limit": limit, "offset": offset}
+        with self._db.autocommit("list status records") as conn:
+            rows = conn.execute(self._q["list"], {**params, "now": self.clock.now()}).fetchall()
+        return [decode_record(row[0]) for row in rows]
+
     def _locked(self, conn: psycopg.Connection[Any], ids: Iterable[str]) -> dict[str, StatusRecord]:
         params = {"ids": sorted(set(ids)), "now": self.clock.now()}
         records = (decode_record(row[0]) for row in conn.execute(self._q["lock_live"], params))

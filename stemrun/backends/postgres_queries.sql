@@ -70,6 +70,16 @@ RETURNING id;
 SELECT data::text FROM {ns}_status
 WHERE id = %(id)s AND (expires_at IS NULL OR expires_at >= %(now)s);
 
+-- name: list
+-- Newest first; a NULL filter matches every record (the dashboard's task list).
+SELECT data::text FROM {ns}_status
+WHERE (expires_at IS NULL OR expires_at >= %(now)s)
+    AND (%(state)s::text IS NULL OR state = %(state)s)
+    AND (%(task)s::text IS NULL OR data->>'task' = %(task)s)
+    AND (%(queue)s::text IS NULL OR data->>'queue' = %(queue)s)
+ORDER BY (data->>'created_at')::double precision DESC, id
+LIMIT %(limit)s OFFSET %(offset)s;
+
 -- name: lock_live
 -- The live records of a batch, locked until commit. ORDER BY makes every batch take its row
 -- locks in the same order, so two racing batches queue up instead of deadlocking.

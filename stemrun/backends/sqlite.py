@@ -82,6 +82,20 @@ class SqliteBackend(Backend):
             row = conn.execute(self._q["get"], {"id": task_id, "now": self.clock.now()}).fetchone()
         return None if row is None else decode_record(row[0])
 
+    def list_records(
+        self,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[StatusRecord]:
+        """Live records matching the filters, newest first; raises BackendError."""
+        params = {"state": state, "task": task, "queue": queue, "limit": limit, "offset": offset}
+        with self._db.read("list status records") as conn:
+            rows = conn.execute(self._q["list"], {**params, "now": self.clock.now()}).fetchall()
+        return [decode_record(row[0]) for row in rows]
+
     def _current(self, conn: sqlite3.Connection, task_id: str, now: float) -> StatusRecord | None:
         row = conn.execute(self._q["get"], {"id": task_id, "now": now}).fetchone()
         return None if row is None else decode_record(row[0])

@@ -75,6 +75,16 @@ ON CONFLICT (id) DO UPDATE SET
 SELECT data FROM {ns}_status
 WHERE id = :id AND (expires_at IS NULL OR expires_at >= :now);
 
+-- name: list
+-- Newest first; a NULL filter matches every record (the dashboard's task list).
+SELECT data FROM {ns}_status
+WHERE (expires_at IS NULL OR expires_at >= :now)
+    AND (:state IS NULL OR state = :state)
+    AND (:task IS NULL OR json_extract(data, '$.task') = :task)
+    AND (:queue IS NULL OR json_extract(data, '$.queue') = :queue)
+ORDER BY json_extract(data, '$.created_at') DESC, id
+LIMIT :limit OFFSET :offset;
+
 -- name: update
 UPDATE {ns}_status
 SET state = :state, attempt = :attempt, expires_at = :expires_at, data = :data

@@ -6,6 +6,7 @@ import typer
 
 from stemrun.cli import (
     cancel,
+    dashboard,
     dlq,
     health,
     keys,
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 for module in (project, supervise, run, schedule, produce, workflow, health, keys, cancel, observe):
     module.register(app)
+dashboard.register(app)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(queue.app, name="queue")
 

@@ -26,6 +26,7 @@ from stemrun.errors import StemrunError, UsageError
 from stemrun.schedules.apply import apply_schedules
 from stemrun.schedules.spec import fire_id, next_fire, parse_spec, to_datetime, to_epoch, zone
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore, schedule_store_for
+from stemrun.supervision import claim_supervisor, supervisor_gone
 
 log = logging.getLogger("stemrun.beat")
 
@@ -101,7 +102,11 @@ class Beat:
                 self.config.beat.tick_interval_s,
                 self.config.beat.lock_ttl_s,
             )
+            supervisor = claim_supervisor()
             while not self._stopping.is_set():
+                if supervisor_gone(supervisor):
+                    log.warning("beat %s: its supervisor is gone; stopping", self.name)
+                    break
                 self._pause(self._safe_tick())
         finally:
             self._shutdown()

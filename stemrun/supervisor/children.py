@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stemrun.metrics import METRICS_SERVER_ENV
+from stemrun.supervision import SUPERVISOR_PID_ENV
 from stemrun.supervisor.generation import ChildSpec
 
 
@@ -120,6 +121,7 @@ def spawn(launch: Launch, spec: ChildSpec, name: str, config_file: Path, now: fl
     when a child drains or dies, so a double Ctrl-C means exactly what the supervisor says.
     """
     argv = launch.argv(spec, name, config_file)
-    env = {**os.environ, METRICS_SERVER_ENV: "supervisor"}  # `up` serves the one endpoint
+    # `up` serves the one metrics endpoint; the child watches for this supervisor's death.
+    env = {**os.environ, METRICS_SERVER_ENV: "supervisor", SUPERVISOR_PID_ENV: str(os.getpid())}
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0, env=env)
     return Child(spec, name, config_file, proc, now)

@@ -13,8 +13,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from stemrun.backends.base import Backend
 from stemrun.brokers.base import Broker, Delivery
@@ -25,6 +24,7 @@ from stemrun.observe import BUSY_BEAT_S, heartbeat_ttl
 from stemrun.registry import Registry
 from stemrun.signing import verifier_for
 from stemrun.stores import backend_for, broker_for
+from stemrun.supervision import claim_supervisor, supervisor_gone
 from stemrun.worker import report, settle, signals
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
 from stemrun.worker.cancel import CancelWatch
@@ -36,9 +36,7 @@ from stemrun.worker.lease import FETCH_LEASE_S, Held, Leases
 from stemrun.worker.metrics import Recorder
 from stemrun.worker.plan import Plan, resolve
 from stemrun.worker.pool import Pool
-from stemrun.worker.pool_async import AsyncPool
-from stemrun.worker.pool_process import ProcessPool
-from stemrun.worker.pool_thread import ThreadPool
+from stemrun.worker.pools import ChildTaskClient, make_pool
 
 log = report.log
 
@@ -97,14 +95,14 @@ class Worker:
         self._flow = FlowControl(config, self.backend, self._clock, self._leases, self._buffer)
         self._pending: list[settle.Settlement] = []
         self._rng = random.Random()
-        self._stem: Any = None
-        self._stem_lock = threading.Lock()
+        self._children_client = ChildTaskClient(config)
         self._started_at = 0.0
         self._next_beat = 0.0
         self.processed = 0
         self.failed = 0
         self._metrics = Recorder(self.backend)
         self._cancels = CancelWatch(self.backend)
+        self._supervisor = claim_supervisor()
 
     # -- public ------------------------------------------------------------------------------
 
@@ -118,7 +116,9 @@ class Worker:
         if self._install_signals:
             restore = signals.install(lambda graceful: self.stop(graceful=graceful), self._stopping)
         self._started_at = self._clock.now()
-        pool = self._make_pool()
+        pool = make_pool(
+            self.plan, self.config, self._registry, self._events.put, self._children_client
+        )
         pool.start()
         code = 1
         try:
@@ -139,29 +139,6 @@ class Worker:
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _make_pool(self) -> Pool:
-        plan, emit = self.plan, self._events.put
-        if plan.pool == "thread":
-            return ThreadPool(plan.concurrency, self._registry.handler, emit, self._enqueue)
-        if plan.pool == "async":
-            return AsyncPool(plan.concurrency, self._registry.handler, emit, self._enqueue)
-        init = {
-            "handlers": {name: task.handler for name, task in self.config.tasks.items()},
-            "root_dir": str(self.config.root_dir),
-            "config_path": str(self.config.path),
-        }
-        return ProcessPool(plan.concurrency, init, emit, plan.max_tasks_per_child)
-
-    def _enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
-        """ctx.enqueue for thread/async pools: one lazily opened client, used under a lock."""
-        with self._stem_lock:
-            if self._stem is None:
-                from stemrun.client import Stem
-
-                self._stem = Stem(self.config)
-            task_id: str = self._stem.enqueue(task, dict(args) if args else None, **options)
-            return task_id
-
     def _finish(self, *, clean: bool) -> None:
         try:
             self._metrics.flush(force=True)
@@ -169,8 +146,7 @@ class Worker:
                 self.backend.remove_worker(self.name)
         except BackendError as exc:
             log.warning("could not remove the heartbeat of worker %s: %s", self.name, exc)
-        if self._stem is not None:
-            self._stem.close()
+        self._children_client.close()
         if self._owns_broker:
             self.broker.close()
         if self._owns_backend:
@@ -201,6 +177,9 @@ class Worker:
 
     def _iterate(self, pool: Pool, wait: float) -> bool | None:
         """One round; True when the worker should exit cleanly."""
+        if not self._stopping.is_set() and supervisor_gone(self._supervisor):
+            log.warning("worker %s: its supervisor is gone; draining and exiting", self.name)
+            self._stopping.set()
         self._handle_events(wait)
         pool.maintain()
         self._renew()

@@ -132,3 +132,18 @@ def test_reload_code_restarts_workers_when_a_task_module_changes(project: Projec
     wait_until(lambda: children(up.pid) and not children(up.pid) & before, 20, "not replaced")
     up.send_signal(signal.SIGTERM)
     assert up.wait(timeout=30) == 0
+
+
+def test_children_of_a_sigkilled_supervisor_drain_and_exit(project: Project) -> None:
+    write_config(project, "2s", pool="process")
+    with Stem.from_config(project.root / "stem.yaml") as stem:
+        task_id = stem.enqueue("record", {"n": 1, "sleep": 1.0})
+        up = project.start("up")
+        wait_until(lambda: stem.status(task_id).state is TaskState.RUNNING, 30, project.logs())
+        (worker,) = children(up.pid)
+        os.kill(up.pid, signal.SIGKILL)  # only the supervisor: its children are left behind
+        wait_until(lambda: not Path(f"/proc/{worker}").exists(), 15, "orphan:\n" + project.logs())
+        # It drained rather than died: the running task finished and was recorded.
+        assert stem.status(task_id).state is TaskState.SUCCEEDED
+    assert "its supervisor is gone" in project.logs()
+    assert project.ledger_lines() == ["1"]

@@ -174,3 +174,27 @@ def test_many_transitions_in_one_batch_apply_in_order(postgres_url: str) -> None
 def test_a_bad_namespace_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="must be an identifier"):
         PostgresBackend("postgresql://postgres@127.0.0.1:5432/test", namespace="bad-name")
+
+
+def test_list_records_filters_newest_first_and_pages(postgres_url: str) -> None:
+    backend = PostgresBackend(postgres_url, namespace="lst")
+    try:
+        backend.create(
+            [
+                StatusRecord(
+                    id=f"t{i}",
+                    task="a" if i % 2 else "b",
+                    state=TaskState.QUEUED,
+                    queue="q",
+                    created_at=float(i),
+                )
+                for i in range(5)
+            ]
+        )
+        backend.replace(StatusRecord(id="t4", task="b", state=TaskState.FAILED, queue="q2"))
+        assert [r.id for r in backend.list_records()] == ["t3", "t2", "t1", "t0", "t4"]
+        assert [r.id for r in backend.list_records(task="a")] == ["t3", "t1"]
+        assert [r.id for r in backend.list_records(state="failed")] == ["t4"]
+        assert [r.id for r in backend.list_records(queue="q", limit=2, offset=1)] == ["t2", "t1"]
+    finally:
+        backend.close()

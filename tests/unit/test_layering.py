@@ -11,7 +11,7 @@ PACKAGE = Path(stemrun.__file__).parent
 
 # Lowest first. A module may import its own layer or lower ones (brokers/backends excepted).
 LAYERS: list[set[str]] = [
-    {"errors", "clock", "state", "url"},
+    {"errors", "clock", "state", "url", "supervision"},
     {
         "config",
         "envelope",
@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"brokers", "backends"},
     {"retry", "registry", "canvas", "client", "context", "stores"},
     {"worker", "schedules", "beat", "observe", "metrics", "health"},
-    {"supervisor", "cli", "__main__", "testing"},
+    {"supervisor", "cli", "dashboard", "__main__", "testing"},
 ]
 
 

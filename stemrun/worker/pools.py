@@ -1,0 +1,63 @@
+"""Build the pool a worker plan asks for, and the client thread/async pools use for ctx.enqueue."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stemrun.client import Stem
+from stemrun.config.model import Config
+from stemrun.registry import Registry
+from stemrun.worker.job import Event
+from stemrun.worker.plan import Plan
+from stemrun.worker.pool import Pool
+from stemrun.worker.pool_async import AsyncPool
+from stemrun.worker.pool_process import ProcessPool
+from stemrun.worker.pool_thread import ThreadPool
+
+
+class ChildTaskClient:
+    """ctx.enqueue for thread and async pools: one lazily opened client, used under a lock.
+
+    (Process-pool children open their own client from the config file.)
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._stem: Stem | None = None
+        self._lock = threading.Lock()
+
+    def enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
+        """Enqueue a child task; raises what Stem.enqueue raises."""
+        with self._lock:
+            if self._stem is None:
+                self._stem = Stem(self._config)
+            return self._stem.enqueue(task, dict(args) if args else None, **options)
+
+    def close(self) -> None:
+        """Close the client if it was ever opened."""
+        with self._lock:
+            if self._stem is not None:
+                self._stem.close()
+                self._stem = None
+
+
+def make_pool(
+    plan: Plan,
+    config: Config,
+    registry: Registry,
+    emit: Callable[[Event], None],
+    client: ChildTaskClient,
+) -> Pool:
+    """The process, thread or async pool of `plan`, reporting through `emit`."""
+    if plan.pool == "thread":
+        return ThreadPool(plan.concurrency, registry.handler, emit, client.enqueue)
+    if plan.pool == "async":
+        return AsyncPool(plan.concurrency, registry.handler, emit, client.enqueue)
+    init = {
+        "handlers": {name: task.handler for name, task in config.tasks.items()},
+        "root_dir": str(config.root_dir),
+        "config_path": str(config.path),
+    }
+    return ProcessPool(plan.concurrency, init, emit, plan.max_tasks_per_child)
