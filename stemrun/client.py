@@ -265,8 +265,17 @@ class Stem:
                 replayed.append(entry.id)
         return replayed
 
-    def purge_dead_letters(self, queue: str | None = None) -> int:
-        """Delete dead letters of one queue or all; returns how many."""
+    def purge_dead_letters(
+        self, queue: str | None = None, *, task_ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete dead letters of one queue, of all, or (`task_ids`) just those; how many.
+
+        Unknown ids are ignored. Raises UnknownQueue, or UsageError for both a queue and ids.
+        """
+        if task_ids is not None:
+            if queue is not None:
+                raise UsageError("purge dead letters by queue or by id, not both")
+            return self.broker.delete_dead_letters(task_ids)
         if queue is not None:
             self._check_queue(queue)
         return self.broker.purge_dead_letters(queue)

@@ -130,6 +130,10 @@ class Broker(ABC):
         """Delete dead letters of one queue or all; returns how many."""
 
     @abstractmethod
+    def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Atomically delete the dead letters with these ids; returns how many existed."""
+
+    @abstractmethod
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue."""
 

@@ -256,6 +256,11 @@ class MemoryBroker(Broker):
                 del self._dead[key]
         return len(doomed)
 
+    def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Delete the dead letters with these ids; how many existed."""
+        with self._cond:
+            return sum(self._dead.pop(i, None) is not None for i in set(task_ids))
+
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue."""
         counts = {q: [0, 0, 0, 0] for q in queues}

@@ -262,6 +262,13 @@ class PostgresBroker(Broker):
         with self._db.autocommit("purge dead letters") as conn:
             return conn.execute(self._q[name], {"queue": queue}).rowcount
 
+    def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Delete the dead letters with these ids in one statement; raises BrokerError."""
+        if not task_ids:
+            return 0
+        with self._db.autocommit("delete dead letters") as conn:
+            return conn.execute(self._q["drop_dead_letters"], {"ids": list(task_ids)}).rowcount
+
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue; raises BrokerError."""
         now = self.clock.now()

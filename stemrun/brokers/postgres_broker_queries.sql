@@ -128,6 +128,9 @@ WHERE id = %(id)s;
 DELETE FROM {ns}_dead_letters WHERE id = %(id)s
 RETURNING queue, priority;
 
+-- name: drop_dead_letters
+DELETE FROM {ns}_dead_letters WHERE id = ANY(%(ids)s);
+
 -- name: purge_dead_letters_of_queue
 DELETE FROM {ns}_dead_letters WHERE queue = %(queue)s;
 

@@ -264,6 +264,23 @@ for _, id in ipairs(ids) do
 end
 return #ids
 
+-- script: delete_dead_letters
+-- ARGV: ns, id... Deletes these dead letters and their index entries, as purge_dead_letters
+-- does; unknown ids are skipped. Returns how many existed.
+local deleted = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local key = dead_letter_key(id)
+  local queue = redis.call("HGET", key, "queue")
+  if queue then
+    redis.call("ZREM", queue_dead_letters_key(queue), id)
+    deleted = deleted + 1
+  end
+  redis.call("DEL", key)
+  redis.call("ZREM", dead_letters_key(), id)
+end
+return deleted
+
 -- script: stats
 -- ARGV: ns, now, queue... Returns {pending, delayed, in_flight, dead} per queue. A lapsed lease
 -- and a due delayed message count as pending before a fetch moves them.

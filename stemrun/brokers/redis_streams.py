@@ -198,6 +198,12 @@ class RedisStreamsBroker(Broker):
             if done < _PURGE_BATCH:
                 return total
 
+    def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Delete the dead letters with these ids in one script call; raises BrokerError."""
+        if not task_ids:
+            return 0
+        return int(self._run("delete_dead_letters", list(task_ids), "delete dead letters"))
+
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue; raises BrokerError."""
         if not queues:

@@ -224,6 +224,16 @@ class SqliteBroker(Broker):
         with self._db.write("purge dead letters") as conn:
             return conn.execute(self._q[name], {"queue": queue}).rowcount
 
+    def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Delete the dead letters with these ids in one transaction; raises BrokerError."""
+        if not task_ids:
+            return 0
+        with self._db.write("delete dead letters") as conn:
+            cursor = conn.executemany(
+                self._q["drop_dead_letter"], [{"id": i} for i in set(task_ids)]
+            )
+            return cursor.rowcount
+
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue; raises BrokerError."""
         now = self.clock.now()

@@ -122,6 +122,9 @@ WHERE id = :id;
 DELETE FROM {ns}_dead_letters WHERE id = :id
 RETURNING queue, priority;
 
+-- name: drop_dead_letter
+DELETE FROM {ns}_dead_letters WHERE id = :id;
+
 -- name: purge_dead_letters_of_queue
 DELETE FROM {ns}_dead_letters WHERE queue = :queue;
 

@@ -145,14 +145,32 @@ def _select(stem: Stem, queue: str | None, ids: list[str], limit: int) -> list[D
 @exits
 def purge(
     queue: QueueOpt = None,
+    task_ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Purge just this id (repeatable).")
+    ] = None,
     yes: YesOpt = False,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Delete dead letters (of one queue, or all)."""
+    """Delete dead letters (of one queue, all, or just the given ids)."""
+    if queue and task_ids:
+        raise UsageError("give --queue or --id, not both")
     with Stem(load(config, log_level, log_format)) as stem:
+        if task_ids:
+            _purge_ids(stem, task_ids, yes)
+            return
         scope = f"queue {queue!r}" if queue else "every queue"
         if not confirm_or_refuse(f"Purge the dead letters of {scope}?", yes):
             raise typer.Exit(EXIT_FAILED)
         typer.echo(f"purged {stem.purge_dead_letters(queue)} dead letter(s)", err=True)
+
+
+def _purge_ids(stem: Stem, task_ids: list[str], yes: bool) -> None:
+    """Delete the dead letters with these ids; exit 1 when none of them existed."""
+    if not confirm_or_refuse(f"Purge {len(task_ids)} dead letter(s) by id?", yes):
+        raise typer.Exit(EXIT_FAILED)
+    count = stem.purge_dead_letters(task_ids=task_ids)
+    if count == 0:
+        fail(f"no dead letter with id {' or '.join(map(repr, task_ids))}", EXIT_FAILED)
+    typer.echo(f"purged {count} dead letter(s)", err=True)

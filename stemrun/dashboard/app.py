@@ -157,14 +157,22 @@ class Dashboard:
         return _back(f"/tasks/{_quote(task_id)}", notice)
 
     async def dead_confirm(self, request: Request) -> Response:
-        """The confirmation step before a replay or purge: what exactly will happen."""
+        """The confirmation step before a replay or purge: what exactly will happen.
+
+        `purge-selected` purges the checked ids only (never everything when none is checked);
+        `purge` purges every dead letter of the queue shown.
+        """
         refused, fields = await self.refuse(request)
         if refused:
             return refused
         action = _first(fields, "action")
-        if action not in ("replay", "purge"):
+        if action not in ("replay", "purge", "purge-selected"):
             return plain("unknown action", 400)
         ids = [] if action == "purge" else fields.get("id", [])
+        if action == "purge-selected":
+            if not ids:
+                return _back("/dead-letters", "nothing selected to purge")
+            action = "purge"
         queue = _first(fields, "queue") or None
         entries = await run_in_threadpool(self.console.select_dead, ids, queue)
         return self.render(
@@ -177,10 +185,11 @@ class Dashboard:
         if refused:
             return refused
         queue = _first(fields, "queue") or None
-        if request.path_params["action"] == "purge":
-            count = await run_in_threadpool(self.console.purge, queue)
-            return _back("/dead-letters", f"purged {count} dead letter(s)")
         ids = fields.get("id", [])
+        if request.path_params["action"] == "purge":
+            # With ids, exactly those (as the confirmation listed); without, the whole queue.
+            count = await run_in_threadpool(self.console.purge, queue, ids)
+            return _back("/dead-letters", f"purged {count} dead letter(s)")
         if not ids:  # replay only what the confirmation page listed, never "whatever is there"
             return _back("/dead-letters", "nothing selected to replay")
         entries = await run_in_threadpool(self.console.select_dead, ids, queue)

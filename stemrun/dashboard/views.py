@@ -126,8 +126,10 @@ class Console:
         """Re-enqueue dead letters with a fresh retry budget; the ids replayed."""
         return self._locked(lambda: self.stem.replay(entries))
 
-    def purge(self, queue: str | None) -> int:
-        """Delete the dead letters of one queue (None: all); how many."""
+    def purge(self, queue: str | None, ids: Sequence[str] = ()) -> int:
+        """Delete the dead letters with these ids, or else of one queue (None: all); how many."""
+        if ids:
+            return self._locked(lambda: self.stem.purge_dead_letters(task_ids=ids))
         return self._locked(lambda: self.stem.purge_dead_letters(queue))
 
     def schedules(self) -> list[dict[str, Any]]:

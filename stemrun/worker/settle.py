@@ -189,26 +189,7 @@ def reject(
 
 def expired(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float) -> Settlement:
     """The task's `expires` passed before it started: cancelled, acked, never run."""
-    changes = {
-        "finished_at": now,
-        "meta": {"reason": "expired"},
-        "expires_at": now + task.result_ttl_s,
-    }
-    return Settlement(
-        delivery=delivery,
-        action="ack",
-        event="cancelled",
-        transition=Transition(
-            task_id=envelope.id,
-            attempt=envelope.attempt,
-            state=TaskState.CANCELLED,
-            changes=changes,
-        ),
-        task=envelope.task,
-        attempt=envelope.attempt,
-        detail="expired before it started",
-        envelope=envelope,
-    )
+    return _cancelled(delivery, envelope, task, now, "expired", "expired before it started")
 
 
 def skipped(delivery: Delivery, envelope: Envelope, why: str) -> Settlement:
@@ -251,9 +232,15 @@ def _describe(error: dict[str, Any]) -> str:
 
 def cancelled(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float) -> Settlement:
     """The handler stopped at a ctx call after `stemrun cancel`: cancelled, acked, not retried."""
+    return _cancelled(delivery, envelope, task, now, "cancelled", "by stemrun cancel")
+
+
+def _cancelled(
+    delivery: Delivery, envelope: Envelope, task: TaskConfig, now: float, reason: str, detail: str
+) -> Settlement:
     changes = {
         "finished_at": now,
-        "meta": {"reason": "cancelled"},
+        "meta": {"reason": reason},
         "expires_at": now + task.result_ttl_s,
     }
     return Settlement(
@@ -268,6 +255,6 @@ def cancelled(delivery: Delivery, envelope: Envelope, task: TaskConfig, now: flo
         ),
         task=envelope.task,
         attempt=envelope.attempt,
-        detail="by stemrun cancel",
+        detail=detail,
         envelope=envelope,
     )

@@ -231,6 +231,21 @@ def test_purge_dead_letters(broker: Broker, clock: ManualClock) -> None:
     assert broker.replay("c", b"x", None) is False
 
 
+def test_delete_dead_letters_by_id(broker: Broker, clock: ManualClock) -> None:
+    broker.publish([msg("a", "q"), msg("b", "other"), msg("c", "q")])
+    for delivery in take(broker, ["q", "other"]):
+        broker.dead_letter(delivery, dead(delivery, clock.now()))
+    assert broker.delete_dead_letters(["a", "b", "missing", "a"]) == 2
+    assert [d.id for d in broker.dead_letters()] == ["c"]
+    assert [d.id for d in broker.dead_letters("q")] == ["c"]
+    assert broker.dead_letters("other") == []
+    assert broker.dead_letter_get("a") is None
+    assert broker.stats(["q", "other"])["other"].dead == 0
+    assert broker.delete_dead_letters(["missing"]) == 0
+    assert broker.delete_dead_letters([]) == 0
+    assert broker.purge_dead_letters() == 1
+
+
 def test_stats_counts(broker: Broker, clock: ManualClock) -> None:
     broker.publish([msg("due1"), msg("due2"), msg("lease1"), msg("lease2")])
     broker.publish([msg("late", eta=clock.now() + 100), msg("x", "other")])

@@ -37,13 +37,23 @@ def test_retries_then_dead_letter_then_replay_succeeds(project: Project) -> None
     assert project.run_json("dlq", "list", "--json") == []
 
 
-def test_replay_off_a_terminal_needs_yes(project: Project) -> None:
+def test_replay_and_purge_off_a_terminal_need_yes(project: Project) -> None:
     project.start("worker")
-    task_id = project.run("enqueue", "flaky").stdout.strip()
-    wait_until(lambda: project.run_json("dlq", "list", "--json") != [], 30, "never dead-lettered")
-    refused = project.run("dlq", "replay", "--id", task_id)
+    task_ids = [project.run("enqueue", "flaky").stdout.strip() for _ in range(2)]
+    wait_until(
+        lambda: len(project.run_json("dlq", "list", "--json")) == 2, 30, "never dead-lettered"
+    )
+    refused = project.run("dlq", "replay", "--id", task_ids[0])
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert [d["id"] for d in project.run_json("dlq", "list", "--json")] == [task_id]
+    refused = project.run("dlq", "purge", "--id", task_ids[0])
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    unknown = project.run("dlq", "purge", "--id", "nope", "--yes")
+    assert unknown.returncode == 1 and "'nope'" in unknown.stderr
+    assert {d["id"] for d in project.run_json("dlq", "list", "--json")} == set(task_ids)
+
+    by_id = project.run("dlq", "purge", "--id", task_ids[0], "--id", "nope", "--yes")
+    assert by_id.returncode == 0 and "purged 1 " in by_id.stderr
+    assert [d["id"] for d in project.run_json("dlq", "list", "--json")] == [task_ids[1]]
     purged = project.run("dlq", "purge", "--yes")
-    assert purged.returncode == 0
+    assert purged.returncode == 0 and "purged 1 " in purged.stderr
     assert project.run_json("dlq", "list", "--json") == []

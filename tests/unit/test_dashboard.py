@@ -201,6 +201,30 @@ def test_purge_all_of_one_queue(web: TestClient, stem: Stem) -> None:
     assert [e.id for e in stem.dead_letters()] == [kept]
 
 
+def test_purge_one_selected_dead_letter(web: TestClient, stem: Stem) -> None:
+    doomed, kept = dead_letter(stem), dead_letter(stem)
+    token = csrf(web.get("/dead-letters?queue=default").text)
+    fields = {"csrf_token": token, "action": "purge-selected", "queue": "default", "id": doomed}
+    confirm = web.post("/dead-letters/confirm", data=fields)
+    assert confirm.status_code == 200 and doomed in confirm.text and kept not in confirm.text
+    assert "every</strong>" not in confirm.text
+    assert len(stem.dead_letters()) == 2  # nothing happens before the confirmation
+    forged = web.post("/dead-letters/purge", data={"id": doomed, "queue": "default"})
+    assert forged.status_code == 403
+    apply = {"csrf_token": csrf(confirm.text), "queue": "default", "id": doomed}
+    done = web.post("/dead-letters/purge", data=apply)
+    assert done.status_code == 303 and "purged+1" in done.headers["location"]
+    assert [e.id for e in stem.dead_letters()] == [kept]
+
+
+def test_purge_selected_with_nothing_selected_purges_nothing(web: TestClient, stem: Stem) -> None:
+    dead_letter(stem)
+    token = csrf(web.get("/dead-letters").text)
+    done = web.post("/dead-letters/confirm", data={"csrf_token": token, "action": "purge-selected"})
+    assert done.status_code == 303 and "nothing+selected" in done.headers["location"]
+    assert len(stem.dead_letters()) == 1
+
+
 def test_schedules_can_be_disabled_and_enabled(
     web: TestClient, schedules: MemoryScheduleStore
 ) -> None:
