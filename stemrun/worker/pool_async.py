@@ -13,40 +13,26 @@ import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from stemrun.worker.execute import Outcome, execute_async
-from stemrun.worker.job import Done, Emit, EnqueueFn, EventBridge, Job
-from stemrun.worker.pool import Running, hard_limit_outcome
-from stemrun.worker.pool_thread import Loader, run_here
+from stemrun.worker.execute import execute_async
+from stemrun.worker.job import Emit, EnqueueFn, EventBridge, Job
+from stemrun.worker.pool import Running
+from stemrun.worker.pool_inprocess import InProcessPool, Loader
+from stemrun.worker.pool_thread import run_here
 
 
-class AsyncPool:
+class AsyncPool(InProcessPool):
     """Runs up to `concurrency` attempts at once on a private event loop."""
 
     def __init__(self, concurrency: int, load: Loader, emit: Emit, enqueue: EnqueueFn) -> None:
-        self._concurrency = concurrency
-        self._load = load
-        self._emit = emit
-        self._enqueue = enqueue
-        self._lock = threading.Lock()
-        self._running: dict[str, Running] = {}
-        self._busy = 0
+        super().__init__(concurrency, load, emit, enqueue)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="stemrun-async")
         self._thread.daemon = True
         # sync handlers abandoned by a hard limit keep their thread: leave room for replacements
         self._executor = ThreadPoolExecutor(concurrency * 2, thread_name_prefix="stemrun-sync")
-        self._cancelled: set[str] = set()  # keys whose next ctx call raises TaskCancelled
 
     def start(self) -> None:
         self._thread.start()
-
-    def free_slots(self) -> int:
-        with self._lock:
-            return self._concurrency - self._busy
-
-    def running(self) -> int:
-        with self._lock:
-            return self._busy
 
     def submit(self, job: Job) -> None:
         entry = Running(job)
@@ -72,41 +58,8 @@ class AsyncPool:
             outcome = await execute_async(lambda: self._load(job.task), ctx, job.args, entry.soft)
         self._finish(job.key, outcome)
 
-    def _finish(self, key: str, outcome: Outcome) -> None:
-        self._cancelled.discard(key)
-        with self._lock:
-            entry = self._running.pop(key, None)
-            if entry is None or entry.hard_fired:
-                return  # abandoned by its hard limit: the late result is ignored
-            self._busy -= 1
-        self._emit(Done(key, outcome))
-
-    def maintain(self) -> None:
-        now = Running.now()
-        with self._lock:
-            entries = list(self._running.values())
-        for entry in entries:
-            if entry.soft_due(now):
-                entry.soft.fire()
-            if entry.hard_due(now):
-                self._abandon(entry)
-
-    def _abandon(self, entry: Running) -> None:
-        with self._lock:
-            if entry.job.key not in self._running or entry.hard_fired:
-                return
-            entry.hard_fired = True
-            self._busy -= 1
-        entry.soft.fire()
-        self._emit(Done(entry.job.key, hard_limit_outcome(entry.job)))
-
     def close(self, *, graceful: bool) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if graceful:
             self._thread.join(timeout=1.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def cancel(self, key: str) -> None:
-        with self._lock:
-            if key in self._running:
-                self._cancelled.add(key)

@@ -12,12 +12,10 @@ import threading
 from collections.abc import Callable
 
 from stemrun.errors import SoftTimeLimitExceeded
-from stemrun.registry import Handler
 from stemrun.worker.execute import Outcome, SoftLimit, execute, failure
-from stemrun.worker.job import Done, Emit, EnqueueFn, EventBridge, Job
-from stemrun.worker.pool import Running, hard_limit_outcome
-
-Loader = Callable[[str], Handler]
+from stemrun.worker.job import Emit, EnqueueFn, EventBridge, Job
+from stemrun.worker.pool import Running
+from stemrun.worker.pool_inprocess import InProcessPool, Loader
 
 
 def raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
@@ -56,21 +54,14 @@ def run_here(
     return outcome
 
 
-class ThreadPool:
+class ThreadPool(InProcessPool):
     """`concurrency` threads taking jobs from one queue."""
 
     def __init__(self, concurrency: int, load: Loader, emit: Emit, enqueue: EnqueueFn) -> None:
-        self._concurrency = concurrency
-        self._load = load
-        self._emit = emit
-        self._enqueue = enqueue
+        super().__init__(concurrency, load, emit, enqueue)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._running: dict[str, Running] = {}
-        self._busy = 0
         self._retire: set[int] = set()  # idents of threads abandoned by a hard limit
         self._threads: list[threading.Thread] = []
-        self._cancelled: set[str] = set()  # keys whose next ctx call raises TaskCancelled
 
     def start(self) -> None:
         for _ in range(self._concurrency):
@@ -80,14 +71,6 @@ class ThreadPool:
         thread = threading.Thread(target=self._serve, name="stemrun-pool", daemon=True)
         thread.start()
         self._threads.append(thread)
-
-    def free_slots(self) -> int:
-        with self._lock:
-            return self._concurrency - self._busy
-
-    def running(self) -> int:
-        with self._lock:
-            return self._busy
 
     def submit(self, job: Job) -> None:
         with self._lock:
@@ -112,35 +95,11 @@ class ThreadPool:
                 if threading.get_ident() in self._retire:
                     return
 
-    def _finish(self, key: str, outcome: Outcome) -> None:
-        self._cancelled.discard(key)
-        with self._lock:
-            entry = self._running.pop(key, None)
-            if entry is None or entry.hard_fired:
-                return  # abandoned by its hard limit: the late result is ignored
-            self._busy -= 1
-        self._emit(Done(key, outcome))
+    def _abandoned(self, entry: Running) -> None:
+        if entry.thread_ident is not None:
+            self._retire.add(entry.thread_ident)
 
-    def maintain(self) -> None:
-        now = Running.now()
-        with self._lock:
-            entries = list(self._running.values())
-        for entry in entries:
-            if entry.soft_due(now):
-                entry.soft.fire()
-            if entry.hard_due(now):
-                self._abandon(entry)
-
-    def _abandon(self, entry: Running) -> None:
-        with self._lock:
-            if entry.job.key not in self._running:
-                return
-            entry.hard_fired = True
-            self._busy -= 1
-            if entry.thread_ident is not None:
-                self._retire.add(entry.thread_ident)
-        entry.soft.fire()
-        self._emit(Done(entry.job.key, hard_limit_outcome(entry.job)))
+    def _replace_abandoned(self) -> None:
         self._spawn()
 
     def close(self, *, graceful: bool) -> None:
@@ -149,8 +108,3 @@ class ThreadPool:
         if graceful:
             for thread in self._threads:
                 thread.join(timeout=1.0)
-
-    def cancel(self, key: str) -> None:
-        with self._lock:
-            if key in self._running:
-                self._cancelled.add(key)
