@@ -92,9 +92,13 @@ def handshake_warning(
         error = tls_failure_reason(error) or error
     where = f"{host}:{port}" if port else host
     ca, cert = trust_summary(tls)
+    hint = INSECURE_HINT
+    if tls is not None and tls.allow_insecure:
+        # Verification is already off, so the usual way out cannot help: say what else it is.
+        hint += " (it is already on here: check that the server speaks TLS on this port)"
     return (
         f"TLS handshake with {component} at {where} failed: {error} "
-        f"(CA: {ca}; client cert: {cert}); {INSECURE_HINT}"
+        f"(CA: {ca}; client cert: {cert}); {hint}"
     )
 
 

@@ -247,3 +247,11 @@ def test_script_bad_arguments_print_usage_and_exit_2(tmp_path: Path, args: list[
     assert done.returncode == 2
     assert "usage: generate_tls_assets.sh OUT_DIR SAN[,SAN...]" in done.stderr
     assert not (tmp_path / "dir").exists()
+
+
+def test_the_warning_says_when_verification_is_already_off() -> None:
+    text = handshake_warning(
+        "broker", "localhost", 6380, TlsConfig(allow_insecure=True), "handshake timed out"
+    )
+    assert "STEM_TLS_ALLOW_INSECURE=true" in text
+    assert "already on here: check that the server speaks TLS on this port" in text
