@@ -30,9 +30,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stemrun.beat import Beat
 from stemrun.config import config_from_mapping
 from stemrun.config.model import Config
-from stemrun.schedules.beat import Beat
 
 
 def make_config(root: Path, schedules: dict[str, dict[str, str]], store: str) -> Config:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stemrun.backends.base import StatusRecord
+from stemrun.backends.record import StatusRecord
 from stemrun.client import Stem
 from stemrun.config import load_config
 from stemrun.state import TERMINAL

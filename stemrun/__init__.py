@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stemrun.beat import Beat
 from stemrun.canvas import Chain, Chord, Group, Signature
 from stemrun.client import EnqueueOptions, Stem, TaskStatus
 from stemrun.context import TaskContext
@@ -14,7 +15,6 @@ from stemrun.errors import (
     UsageError,
     WaitTimeout,
 )
-from stemrun.schedules.beat import Beat
 from stemrun.state import TaskState
 from stemrun.worker import Worker
 

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from stemrun.backends.base import Backend, StatusRecord
+from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import StatusRecord
 from stemrun.clock import Clock
 from stemrun.config.model import Config, WorkflowConfig
 from stemrun.errors import DecodeError, TaskNotRegistered, UnknownQueue, UsageError
@@ -274,7 +275,7 @@ class Producer(Protocol):
     clock: Clock
 
     @property
-    def backend(self) -> Backend: ...
+    def backend(self) -> ResultBackend: ...
 
     def enqueue_steps(self, steps: Sequence[Step]) -> list[str]: ...
 

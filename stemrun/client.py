@@ -11,17 +11,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from stemrun.backends.base import Backend, StatusRecord
-from stemrun.brokers.base import Broker, DeadLetter, Message
+from stemrun.backends.base import FlowControl, ResultBackend, Telemetry
+from stemrun.backends.record import StatusRecord
+from stemrun.brokers.base import Broker, DeadLetter, DeadLetterAdmin, Message
 from stemrun.canvas import Canvas, SignatureLike, Step, check, link_info, signature
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, UniqueConfig
 from stemrun.envelope import Envelope, Signer, encode, peek_task, with_delivery
 from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
-from stemrun.flow import claim_all, release_all
+from stemrun.flow import Claim, claim_all, release_all
 from stemrun.registry import Registry
 from stemrun.signing import signer_for
 from stemrun.state import TERMINAL, TaskState
+from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 
 #: The public name of a status record.
@@ -57,7 +59,7 @@ class Stem:
         config: Config,
         *,
         broker: Broker | None = None,
-        backend: Backend | None = None,
+        backend: ResultBackend | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.config = config
@@ -82,11 +84,26 @@ class Stem:
         return self._broker
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> ResultBackend:
         """The result backend, opened on first use."""
         if self._backend is None:
             self._backend = backend_for(self.config)
         return self._backend
+
+    @property
+    def dead_letter_admin(self) -> DeadLetterAdmin:
+        """The broker's dead-letter admin. Raises BrokerError when the broker has none."""
+        return require(self.broker, DeadLetterAdmin)
+
+    @property
+    def flow(self) -> FlowControl:
+        """The backend's flow control. Raises BackendError when the backend has none."""
+        return require(self.backend, FlowControl)
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """The backend's heartbeats and counters. Raises BackendError when it keeps none."""
+        return require(self.backend, Telemetry)
 
     def enqueue(
         self,
@@ -148,19 +165,27 @@ class Stem:
         envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
         messages = [_message(env, signer) for env in envelopes]
         # Unique keys are claimed before anything is written: a duplicate publishes nothing.
-        dupes, claims = claim_all(self.backend, self._uniques(envelopes), now, self._finished)
+        uniques = self._uniques(envelopes)
+        has_unique = any(spec for spec, _ in uniques)
+        dupes, claims = (
+            claim_all(self.flow, uniques, now, self._finished) if has_unique else ({}, [])
+        )
         keep = [i for i in range(len(envelopes)) if i not in dupes]
         created = self.backend.create([_queued_record(envelopes[i]) for i in keep])
         fresh = [messages[i] for i, is_new in zip(keep, created, strict=True) if is_new]
         fresh_ids = {msg.id for msg in fresh}
-        release_all(self.backend, [c for c in claims if c.task_id not in fresh_ids])
+        self._release([c for c in claims if c.task_id not in fresh_ids])
         try:
             self.broker.publish(fresh)
         except BaseException:
             self.backend.delete([msg.id for msg in fresh])
-            release_all(self.backend, [c for c in claims if c.task_id in fresh_ids])
+            self._release([c for c in claims if c.task_id in fresh_ids])
             raise
         return [dupes.get(i, env.id) for i, env in enumerate(envelopes)]
+
+    def _release(self, claims: Sequence[Claim]) -> None:
+        if claims:  # only items with a unique key hold claims, so flow control is there
+            release_all(self.flow, claims)
 
     def _uniques(self, envelopes: Sequence[Envelope]) -> list[tuple[UniqueConfig | None, Envelope]]:
         return [(self._unique_of(env), env) for env in envelopes]
@@ -245,7 +270,7 @@ class Stem:
         """Dead letters, oldest first. Raises UnknownQueue for an undeclared queue."""
         if queue is not None:
             self._check_queue(queue)
-        return self.broker.dead_letters(queue, limit)
+        return self.dead_letter_admin.dead_letters(queue, limit)
 
     def replay(self, entries: Sequence[DeadLetter], *, delay: float = 0.0) -> list[str]:
         """Re-enqueue dead letters under the same ids with a fresh retry budget.
@@ -261,7 +286,7 @@ class Stem:
             except DecodeError:
                 body = entry.body  # undecodable: replay as is, it will dead-letter again
             self.backend.replace(self._replayed_record(entry, now))
-            if self.broker.replay(entry.id, body, eta):
+            if self.dead_letter_admin.replay(entry.id, body, eta):
                 replayed.append(entry.id)
         return replayed
 
@@ -275,10 +300,10 @@ class Stem:
         if task_ids is not None:
             if queue is not None:
                 raise UsageError("purge dead letters by queue or by id, not both")
-            return self.broker.delete_dead_letters(task_ids)
+            return self.dead_letter_admin.delete_dead_letters(task_ids)
         if queue is not None:
             self._check_queue(queue)
-        return self.broker.purge_dead_letters(queue)
+        return self.dead_letter_admin.purge_dead_letters(queue)
 
     def close(self) -> None:
         """Close the store connections."""

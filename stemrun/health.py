@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from stemrun.config.model import Config, TlsConfig
 from stemrun.errors import StemrunError, UsageError
+from stemrun.stores import expected_schemes, kind_of, open_store, options_for
 from stemrun.tls import INSECURE_HINT, handshake_warning, tls_failure_reason
-from stemrun.url import SCHEMES, mask_url, scheme_of
+from stemrun.url import mask_url, scheme_of
 
 logger = logging.getLogger("stemrun.health")
 
@@ -27,7 +28,6 @@ logger = logging.getLogger("stemrun.health")
 DEFAULT_TIMEOUT_S = 5.0
 
 ROLES = ("broker", "result_backend", "schedule_store")
-_DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgres": 5432, "postgresql": 5432}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,10 +88,10 @@ def targets(config: Config, broker: str | None = None, backend: str | None = Non
         "schedule_store": config.schedule_store,
     }
     for role, url in urls.items():
-        if scheme_of(url) not in SCHEMES:
+        if kind_of(url) is None:
             raise UsageError(
                 f"{role} {mask_url(url)}: unknown URL scheme {scheme_of(url)!r} "
-                "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
+                f"(expected {expected_schemes()})"
             )
     return [Target(role=role, url=urls[role]) for role in ROLES]
 
@@ -180,31 +180,16 @@ class _Probe:
 def tls_diagnostics(role: str, url: str, tls: TlsConfig | None, reason: str) -> tuple[str, bool]:
     """The SPEC §8 handshake warning for `url` (host:port, CA, client cert, hint)."""
     parts = urlsplit(url)
-    port = parts.port or _DEFAULT_PORTS.get(scheme_of(url))
+    kind = kind_of(url)
+    port = parts.port or (kind.default_port if kind else None)
     component = role.replace("_", " ")
     return handshake_warning(component, parts.hostname or "localhost", port, tls, reason), True
 
 
 def ping_store(config: Config, role: str, url: str) -> None:
     """Open the store for `role` at `url`, ping it and close it. Raises StemrunError."""
-    opener = _opener(role)
-    store = opener(url, namespace=config.namespace, base_dir=config.root_dir, tls=config.tls)
+    store = open_store(role, url, **options_for(config))
     try:
         store.ping()
     finally:
         store.close()
-
-
-def _opener(role: str) -> Callable[..., Any]:
-    # Imported here so that loading this module stays cheap for a probe.
-    if role == "broker":
-        from stemrun.brokers.base import open_broker
-
-        return open_broker
-    if role == "schedule_store":
-        from stemrun.schedules.store import open_schedule_store
-
-        return open_schedule_store
-    from stemrun.backends.base import open_backend
-
-    return open_backend

@@ -21,21 +21,18 @@ from typing import Any
 from stemrun.client import Stem
 from stemrun.config.model import Config
 from stemrun.errors import StemrunError
-from stemrun.observe import (
+from stemrun.observe import by_queue_state, in_flight, queue_views, schedule_views, worker_views
+from stemrun.schedules.store import ScheduleStore
+from stemrun.stores import schedule_store_for
+from stemrun.telemetry import (
     BUCKET,
     BUCKETS,
     DURATION_US,
     OUTCOMES,
     Counter,
-    by_queue_state,
     format_bound,
-    in_flight,
     parse_counters,
-    queue_views,
-    schedule_views,
-    worker_views,
 )
-from stemrun.schedules.store import ScheduleStore, schedule_store_for
 
 log = logging.getLogger("stemrun.metrics")
 
@@ -71,7 +68,7 @@ class Snapshot:
 def collect(stem: Stem, now: float, schedules: ScheduleStore | None = None) -> Snapshot:
     """Read every store once. Raises BrokerError / BackendError (schedules are optional)."""
     snapshot = Snapshot(
-        counters=parse_counters(stem.backend.counters()),
+        counters=parse_counters(stem.telemetry.counters()),
         queues=queue_views(stem),
         workers=worker_views(stem, now),
     )

@@ -8,92 +8,18 @@ numbers. Task counters are named by `counter_name`; workers add to them once per
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from stemrun.brokers.base import QueueMonitor
+from stemrun.schedules.store import ScheduleEntry, ScheduleStore
+from stemrun.store_base import require
+from stemrun.telemetry import OUTCOMES, Counter, Heartbeat, parse_counters
 
 if TYPE_CHECKING:
     from stemrun.client import Stem
-
-
-class EntrySource(Protocol):
-    """A schedule store, as far as the views need one (this module must not import schedules:
-    beat imports the worker, which imports this)."""
-
-    def entries(self) -> list[Any]: ...
-
-
-#: Outcome counters per task and queue (`stem_tasks_<kind>_total`); SPEC keys first.
-OUTCOMES = ("started", "succeeded", "failed", "retried", "dead_lettered", "cancelled")
-#: Upper bounds (seconds) of the task duration histogram's buckets; +Inf is implied.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-#: Counter kinds of the duration histogram: one bucket hit and the summed microseconds.
-BUCKET, DURATION_US = "duration_bucket", "duration_us"
-#: The task label of deliveries whose task could not be decoded.
-UNKNOWN_TASK = "(unknown)"
-#: A worker is stale after this many heartbeat intervals without a heartbeat.
-STALE_AFTER_BEATS = 3
-#: How long a silent worker's last heartbeat stays listed (as stale) before it expires.
-STALE_KEEP_S = 600.0
-#: A worker that starts tasks publishes its heartbeat within this, so `observe` shows them soon.
-BUSY_BEAT_S = 1.0
-#: The heartbeat interval assumed for a heartbeat that does not say.
-DEFAULT_INTERVAL_S = 10.0
-
-
-def counter_name(kind: str, task: str | None, queue: str, le: str | None = None) -> str:
-    """The stored name of one counter: a JSON array, so any task or queue name round-trips."""
-    parts = [kind, task or UNKNOWN_TASK, queue] + ([] if le is None else [le])
-    return json.dumps(parts, separators=(",", ":"))
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One parsed counter: kind, task, queue, bucket bound (histogram only) and total."""
-
-    kind: str
-    task: str
-    queue: str
-    le: str | None
-    value: int
-
-
-def parse_counters(raw: Mapping[str, int]) -> list[Counter]:
-    """The counters in `raw` that `counter_name` made (others are skipped), sorted by name."""
-    parsed = []
-    for name, value in sorted(raw.items()):
-        try:
-            parts = json.loads(name)
-        except ValueError:
-            continue
-        if isinstance(parts, list) and len(parts) in (3, 4) and all(map(_is_text, parts)):
-            le = parts[3] if len(parts) == 4 else None
-            parsed.append(Counter(parts[0], parts[1], parts[2], le, int(value)))
-    return parsed
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str)
-
-
-def bucket_of(seconds: float) -> str:
-    """The histogram bucket bound (as its label text) that a duration falls into."""
-    for bound in BUCKETS:
-        if seconds <= bound:
-            return format_bound(bound)
-    return "+Inf"
-
-
-def format_bound(bound: float) -> str:
-    """A bucket bound as Prometheus writes it (`0.005`, `1.0`)."""
-    return repr(float(bound))
-
-
-def heartbeat_ttl(interval_s: float) -> float:
-    """How long a heartbeat is kept: stale after 3 intervals, listed a while longer."""
-    return STALE_AFTER_BEATS * interval_s + STALE_KEEP_S
 
 
 # -- views --------------------------------------------------------------------------------------
@@ -117,7 +43,7 @@ def metric_totals(stem: Stem) -> dict[str, Any]:
 
     Raises BackendError.
     """
-    return totals(parse_counters(stem.backend.counters()))
+    return totals(parse_counters(stem.telemetry.counters()))
 
 
 def queue_views(stem: Stem) -> list[dict[str, Any]]:
@@ -126,8 +52,8 @@ def queue_views(stem: Stem) -> list[dict[str, Any]]:
     Raises BrokerError / BackendError.
     """
     names = list(stem.config.queues)
-    stats = stem.broker.stats(names)
-    paused = stem.backend.paused_queues()
+    stats = require(stem.broker, QueueMonitor).stats(names)
+    paused = stem.flow.paused_queues()
     rows = []
     for name in names:
         counts = stats.get(name)
@@ -144,37 +70,22 @@ def queue_views(stem: Stem) -> list[dict[str, Any]]:
     return rows
 
 
-def worker_view(beat: Mapping[str, Any], now: float) -> dict[str, Any]:
+def worker_view(beat: Heartbeat, now: float) -> dict[str, Any]:
     """One heartbeat as `observe workers` shows it, with `stale` and each task's runtime."""
-    interval = float(beat.get("heartbeat_interval_s") or DEFAULT_INTERVAL_S)
-    last = float(beat.get("last_heartbeat") or 0.0)
-    active = []
-    for task in beat.get("active") or []:
-        started = task.get("started_at")
-        runtime = None if started is None else round(max(0.0, now - float(started)), 3)
-        active.append({**task, "runtime_s": runtime})
-    return {
-        **beat,
-        "id": beat.get("id"),
-        "host": beat.get("host"),
-        "pid": beat.get("pid"),
-        "queues": beat.get("queues") or [],
-        "concurrency": beat.get("concurrency"),
-        "active": active,
-        "processed": beat.get("processed", 0),
-        "failed": beat.get("failed", 0),
-        "last_heartbeat": last,
-        "stale": now - last > STALE_AFTER_BEATS * interval,
-    }
+    active = [
+        {**dataclasses.asdict(task), "runtime_s": round(max(0.0, now - task.started_at), 3)}
+        for task in beat.active
+    ]
+    return {**beat.to_dict(), "active": active, "stale": beat.stale(now)}
 
 
 def worker_views(stem: Stem, now: float) -> list[dict[str, Any]]:
     """Every worker with a kept heartbeat (stale ones too), ordered by id. Raises BackendError."""
-    views = [worker_view(beat, now) for beat in stem.backend.workers()]
+    views = [worker_view(beat, now) for beat in stem.telemetry.workers()]
     return sorted(views, key=lambda view: str(view["id"]))
 
 
-def schedule_view(entry: Any, now: float) -> dict[str, Any]:
+def schedule_view(entry: ScheduleEntry, now: float) -> dict[str, Any]:
     """One schedule entry: next/last fire, drift (how overdue its next fire is), last error."""
     due = entry.next_run_at
     drift = max(0.0, now - due) if entry.enabled and due is not None else 0.0
@@ -192,7 +103,7 @@ def schedule_view(entry: Any, now: float) -> dict[str, Any]:
     }
 
 
-def schedule_views(store: EntrySource, now: float) -> list[dict[str, Any]]:
+def schedule_views(store: ScheduleStore, now: float) -> list[dict[str, Any]]:
     """Every stored schedule entry, ordered by name. Raises ScheduleStoreError."""
     return [schedule_view(entry, now) for entry in store.entries()]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-SCHEMES = ("sqlite", "redis", "rediss", "postgresql", "postgres", "memory")
-
 
 def scheme_of(url: str) -> str:
     """The URL's scheme, lower-cased ('' when there is none)."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from stemrun.backends.base import StatusRecord
+from stemrun.backends.record import StatusRecord
 from stemrun.errors import BackendError
 from stemrun.state import TaskState
+from stemrun.telemetry import Heartbeat
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(StatusRecord))
 _FIELD_SET = frozenset(_FIELDS)
@@ -46,12 +47,24 @@ def decode_record(text: str | bytes) -> StatusRecord:
         raise BackendError(f"a stored status record is unreadable: {exc}") from exc
 
 
-def encode_heartbeat(worker_id: str, info: Mapping[str, Any], now: float) -> str:
-    """A worker heartbeat as JSON, with its `id` and `last_heartbeat` added.
+def encode_heartbeat(beat: Heartbeat, now: float) -> str:
+    """A worker heartbeat as kept at `now`, as JSON.
 
-    Raises BackendError naming the worker when `info` is not JSON.
+    Raises BackendError naming the worker when a value in it is not JSON.
     """
     try:
-        return json.dumps({**info, "id": worker_id, "last_heartbeat": now}, allow_nan=False)
+        return json.dumps(beat.with_last_heartbeat(now).to_dict(), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise BackendError(f"worker {worker_id}: heartbeat info is not JSON ({exc})") from exc
+        raise BackendError(f"worker {beat.id}: heartbeat is not JSON ({exc})") from exc
+
+
+def decode_heartbeats(texts: Iterable[str | bytes | None]) -> list[Heartbeat]:
+    """The readable heartbeats among `texts`, ordered by worker id (a corrupt one is skipped:
+    one bad record must not hide every other worker)."""
+    beats = []
+    for text in texts:
+        try:
+            beats.append(Heartbeat.from_dict(json.loads(text or "null")))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+    return sorted(beats, key=lambda beat: beat.id)

@@ -9,37 +9,32 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, Unpack
 
 from stemrun.backends.base import (
     CHORD_TTL_S,
-    Backend,
-    StatusRecord,
-    Transition,
-    apply_transition,
-    cancel_change,
+    Chords,
+    FlowControl,
+    RecordListing,
+    ResultBackend,
+    Telemetry,
     check_chord_member,
     next_slot,
 )
-from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
-from stemrun.clock import Clock, SystemClock
+from stemrun.backends.codec import decode_heartbeats, decode_record, encode_heartbeat, encode_record
+from stemrun.backends.record import StatusRecord, Transition, apply_transition, cancel_change
+from stemrun.store_base import InProcessStore, StoreOptions
+from stemrun.telemetry import Heartbeat
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Chords, FlowControl):
     """Result backend held in this process's memory; thread-safe.
 
     Raises BackendError only for values that are not JSON.
     """
 
-    _shared: ClassVar[dict[tuple[str, str], MemoryBackend]] = {}
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(
-        self, url: str = "memory://", *, namespace: str = "stem", clock: Clock | None = None
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str = "memory://", **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._lock = threading.Lock()
         self._records: dict[str, tuple[str, float | None]] = {}  # id -> (json, expires_at)
         self._workers: dict[str, tuple[str, float]] = {}  # id -> (json info, expires_at)
@@ -49,22 +44,6 @@ class MemoryBackend(Backend):
         self._rates: dict[str, float] = {}  # rate limiter key -> next free slot
         self._uniques: dict[str, tuple[str, float]] = {}  # key -> (holder id, expires_at)
         self._paused: set[str] = set()
-
-    @classmethod
-    def shared(cls, url: str, *, namespace: str, clock: Clock | None = None) -> MemoryBackend:
-        """The process-wide backend for (url, namespace), so producers and workers meet."""
-        with cls._shared_lock:
-            backend = cls._shared.get((url, namespace))
-            if backend is None:
-                backend = cls(url, namespace=namespace, clock=clock)
-                cls._shared[(url, namespace)] = backend
-            return backend
-
-    @classmethod
-    def reset_shared(cls) -> None:
-        """Forget every shared backend (test isolation)."""
-        with cls._shared_lock:
-            cls._shared.clear()
 
     def _live(self, task_id: str, now: float) -> StatusRecord | None:
         stored = self._records.get(task_id)
@@ -160,18 +139,18 @@ class MemoryBackend(Backend):
                 self._store(updated)
             return updated is not None
 
-    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
-        """Publish a heartbeat; raises BackendError for non-JSON info."""
+    def put_worker(self, beat: Heartbeat, ttl_s: float) -> None:
+        """Keep a heartbeat; raises BackendError for a value that is not JSON."""
         with self._lock:
             now = self.clock.now()
-            self._workers[worker_id] = (encode_heartbeat(worker_id, info, now), now + ttl_s)
+            self._workers[beat.id] = (encode_heartbeat(beat, now), now + ttl_s)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[Heartbeat]:
         """Heartbeats of workers seen within their TTL, ordered by id."""
         with self._lock:
             now = self.clock.now()
-            live = sorted((k, text) for k, (text, until) in self._workers.items() if until >= now)
-        return [json.loads(text) for _, text in live]
+            live = [text for text, until in self._workers.values() if until >= now]
+        return decode_heartbeats(live)
 
     def remove_worker(self, worker_id: str) -> None:
         """Drop a worker's heartbeat."""
@@ -194,7 +173,7 @@ class MemoryBackend(Backend):
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see Backend).
+        """Record a chord member's result; the ordered results once complete (see ResultBackend).
 
         Raises ValueError for an index outside 0..size-1 or a result that is not JSON.
         """
@@ -240,7 +219,7 @@ class MemoryBackend(Backend):
             return updated or record
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter in `limits` (see Backend)."""
+        """Reserve one start under every limiter in `limits` (see ResultBackend)."""
         with self._lock:
             tats = {key: self._rates.get(key) for key in limits}
             slot, after = next_slot(tats, limits, now)
@@ -250,7 +229,7 @@ class MemoryBackend(Backend):
             return slot
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see Backend)."""
+        """Take `key` for `task_id` unless a live claim holds it (see ResultBackend)."""
         with self._lock:
             held = self._uniques.get(key)
             if held is not None and held[1] > now:

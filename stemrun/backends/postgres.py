@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg
 
 from stemrun.backends.base import (
     CHORD_TTL_S,
-    Backend,
-    StatusRecord,
-    Transition,
-    apply_transition,
-    cancel_change,
+    Chords,
+    FlowControl,
+    RecordListing,
+    ResultBackend,
+    Telemetry,
     check_chord_member,
     next_slot,
 )
-from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
-from stemrun.clock import Clock, SystemClock
-from stemrun.config.model import TlsConfig
+from stemrun.backends.codec import decode_heartbeats, decode_record, encode_heartbeat, encode_record
+from stemrun.backends.record import StatusRecord, Transition, apply_transition, cancel_change
 from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.postgres_db import PostgresDatabase, load_queries
+from stemrun.store_base import StoreOptions
+from stemrun.telemetry import Heartbeat
 from stemrun.url import mask_url
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(ResultBackend, RecordListing, Telemetry, Chords, FlowControl):
     """Result backend on Postgres (`postgresql://user:pass@host:port/db?options=...`).
 
     Tables `{namespace}_status` and `{namespace}_workers` are created when missing, in the
@@ -40,19 +41,10 @@ class PostgresBackend(Backend):
     BackendError when a query fails, both naming the masked URL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
-        self._namespace = namespace
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            self._q = load_queries("stemrun.backends", "postgres_queries.sql", namespace)
+            self._q = load_queries("stemrun.backends", "postgres_queries.sql", self.namespace)
         except ValueError as exc:
             raise BackendError(f"result backend {mask_url(url)}: {exc}") from exc
         self._db = PostgresDatabase(
@@ -61,7 +53,7 @@ class PostgresBackend(Backend):
             error=BackendError,
             unavailable=BackendUnavailable,
             queries=self._q,
-            tls=tls,
+            tls=self.tls,
         )
 
     @property
@@ -175,22 +167,18 @@ class PostgresBackend(Backend):
 
         return self._db.run("record progress", record)
 
-    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
-        """Publish a heartbeat expiring after `ttl_s`; raises BackendError."""
+    def put_worker(self, beat: Heartbeat, ttl_s: float) -> None:
+        """Keep a heartbeat until `ttl_s` passes; raises BackendError."""
         now = self.clock.now()
-        params = {
-            "id": worker_id,
-            "info": encode_heartbeat(worker_id, info, now),
-            "expires_at": now + ttl_s,
-        }
+        params = {"id": beat.id, "info": encode_heartbeat(beat, now), "expires_at": now + ttl_s}
         with self._db.autocommit("publish a worker heartbeat") as conn:
             conn.execute(self._q["put_worker"], params)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[Heartbeat]:
         """Heartbeats of workers seen within their TTL, ordered by id; raises BackendError."""
         with self._db.autocommit("list workers") as conn:
             rows = conn.execute(self._q["workers"], {"now": self.clock.now()}).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return decode_heartbeats(row[0] for row in rows)
 
     def remove_worker(self, worker_id: str) -> None:
         """Drop a worker's heartbeat; raises BackendError."""
@@ -210,13 +198,13 @@ class PostgresBackend(Backend):
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see Backend).
+        """Record a chord member's result; the ordered results once complete (see ResultBackend).
 
         Raises ValueError (bad index, result not JSON) or BackendError.
         """
         check_chord_member(index, size)
         params = {
-            "lock": f"{self._namespace}_chords:{chord_id}",
+            "lock": f"{self.namespace}_chords:{chord_id}",
             "chord_id": chord_id,
             "idx": index,
             "result": json.dumps(result, allow_nan=False),
@@ -276,10 +264,10 @@ class PostgresBackend(Backend):
 
     def _flow_lock(self, conn: psycopg.Connection[Any], kind: str, keys: Iterable[str]) -> None:
         for key in sorted(keys):
-            conn.execute(self._q["flow_lock"], {"lock": f"{self._namespace}_{kind}:{key}"})
+            conn.execute(self._q["flow_lock"], {"lock": f"{self.namespace}_{kind}:{key}"})
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter (see Backend), with the keys locked.
+        """Reserve one start under every limiter (see ResultBackend), with the keys locked.
 
         Raises BackendError.
         """
@@ -297,7 +285,7 @@ class PostgresBackend(Backend):
         return self._db.run("reserve a rate limit slot", reserve)
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see Backend), key locked.
+        """Take `key` for `task_id` unless a live claim holds it (see ResultBackend), key locked.
 
         Raises BackendError.
         """

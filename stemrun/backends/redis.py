@@ -17,26 +17,26 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from redis.commands.core import Script
 
 from stemrun import redis_keys
 from stemrun.backends.base import (
     CHORD_TTL_S,
-    Backend,
-    StatusRecord,
-    Transition,
-    apply_transition,
-    cancel_change,
+    Chords,
+    FlowControl,
+    ResultBackend,
+    Telemetry,
     check_chord_member,
 )
-from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
-from stemrun.clock import Clock, SystemClock
-from stemrun.config.model import TlsConfig
+from stemrun.backends.codec import decode_heartbeats, decode_record, encode_heartbeat, encode_record
+from stemrun.backends.record import StatusRecord, Transition, apply_transition, cancel_change
 from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.redis_client import Endpoint, load_scripts
 from stemrun.state import TERMINAL
+from stemrun.store_base import StoreOptions
+from stemrun.telemetry import Heartbeat
 
 #: Redis drops an expired record this long after its `expires_at`, so a clock a little ahead
 #: of another process's never loses a record that process still sees as live.
@@ -50,28 +50,19 @@ Step = tuple[str, Callable[[StatusRecord], StatusRecord | None]]
 _Current = dict[str, tuple[StatusRecord | None, str]]
 
 
-class RedisBackend(Backend):
+class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
     """Result backend on Redis (`redis://host:port/db`, `rediss://` with the tls section).
 
     Raises BackendError naming the masked URL on a malformed URL, refused credentials or a
     failed command, and BackendUnavailable when Redis cannot be reached.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._endpoint = Endpoint(
             url=url,
             role="result backend",
-            tls=tls,
+            tls=self.tls,
             error=BackendError,
             unavailable=BackendUnavailable,
         )
@@ -212,21 +203,19 @@ class RedisBackend(Backend):
             with self._endpoint.guard("delete status records"):
                 self._redis.delete(*(self._key(t) for t in task_ids))
 
-    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
-        """Publish a heartbeat expiring after `ttl_s`; raises BackendError."""
+    def put_worker(self, beat: Heartbeat, ttl_s: float) -> None:
+        """Keep a heartbeat until `ttl_s` passes; raises BackendError."""
         now = self.clock.now()
-        args = [worker_id, encode_heartbeat(worker_id, info, now), repr(now + ttl_s), repr(now)]
+        args = [beat.id, encode_heartbeat(beat, now), repr(now + ttl_s), repr(now)]
         self._run("put_worker", self._worker_keys(), args, "publish a worker heartbeat")
 
     def _worker_keys(self) -> list[str]:
         return [redis_keys.workers(self.namespace), redis_keys.worker_deadlines(self.namespace)]
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[Heartbeat]:
         """Heartbeats of workers seen within their TTL, ordered by id; raises BackendError."""
         now = repr(self.clock.now())
-        found = self._run("workers", self._worker_keys(), [now], "list workers")
-        beats = [json.loads(text) for text in found if text is not None]
-        return sorted(beats, key=lambda beat: str(beat["id"]))
+        return decode_heartbeats(self._run("workers", self._worker_keys(), [now], "list workers"))
 
     def remove_worker(self, worker_id: str) -> None:
         """Drop a worker's heartbeat; raises BackendError."""
@@ -262,7 +251,7 @@ class RedisBackend(Backend):
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see Backend).
+        """Record a chord member's result; the ordered results once complete (see ResultBackend).
 
         One script call: members completing at once serialise in Redis, so exactly one
         first-time add finds the chord complete. Raises ValueError (bad index, result not JSON)
@@ -327,7 +316,7 @@ class RedisBackend(Backend):
         return {task_id: record for task_id, (record, _) in current.items() if record is not None}
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter (see Backend), in one script.
+        """Reserve one start under every limiter (see ResultBackend), in one script.
 
         Raises BackendError.
         """
@@ -336,7 +325,7 @@ class RedisBackend(Backend):
         return float(self._run("reserve_rate_slot", keys, args, "reserve a rate limit slot"))
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see Backend); one script.
+        """Take `key` for `task_id` unless a live claim holds it (see ResultBackend); one script.
 
         Raises BackendError.
         """

@@ -10,48 +10,41 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from stemrun.backends.base import (
     CHORD_TTL_S,
-    Backend,
-    StatusRecord,
-    Transition,
-    apply_transition,
-    cancel_change,
+    Chords,
+    FlowControl,
+    RecordListing,
+    ResultBackend,
+    Telemetry,
     check_chord_member,
     next_slot,
 )
-from stemrun.backends.codec import decode_record, encode_heartbeat, encode_record
-from stemrun.clock import Clock, SystemClock
+from stemrun.backends.codec import decode_heartbeats, decode_record, encode_heartbeat, encode_record
+from stemrun.backends.record import StatusRecord, Transition, apply_transition, cancel_change
 from stemrun.errors import BackendError
 from stemrun.sqlite_db import SqliteDatabase, load_queries
+from stemrun.store_base import StoreOptions
+from stemrun.telemetry import Heartbeat
 from stemrun.url import mask_url
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(ResultBackend, RecordListing, Telemetry, Chords, FlowControl):
     """Result backend on one SQLite file (`sqlite:///rel.db` or `sqlite:////abs.db`).
 
     Raises BackendError naming the URL when the file cannot be opened or a query fails.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        base_dir: Path | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            queries = load_queries("stemrun.backends", "sqlite_queries.sql", namespace)
+            queries = load_queries("stemrun.backends", "sqlite_queries.sql", self.namespace)
         except ValueError as exc:
             raise BackendError(f"result backend {mask_url(url)}: {exc}") from exc
         self._db = SqliteDatabase(
-            url, role="result backend", error=BackendError, queries=queries, base_dir=base_dir
+            url, role="result backend", error=BackendError, queries=queries, base_dir=self.base_dir
         )
         self._q = queries
 
@@ -145,22 +138,18 @@ class SqliteBackend(Backend):
                 conn.execute(self._q["update"], _row(updated))
             return updated is not None
 
-    def put_worker(self, worker_id: str, info: Mapping[str, Any], ttl_s: float) -> None:
-        """Publish a heartbeat expiring after `ttl_s`; raises BackendError."""
+    def put_worker(self, beat: Heartbeat, ttl_s: float) -> None:
+        """Keep a heartbeat until `ttl_s` passes; raises BackendError."""
         now = self.clock.now()
-        params = {
-            "id": worker_id,
-            "info": encode_heartbeat(worker_id, info, now),
-            "expires_at": now + ttl_s,
-        }
+        params = {"id": beat.id, "info": encode_heartbeat(beat, now), "expires_at": now + ttl_s}
         with self._db.write("publish a worker heartbeat") as conn:
             conn.execute(self._q["put_worker"], params)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[Heartbeat]:
         """Heartbeats of workers seen within their TTL, ordered by id; raises BackendError."""
         with self._db.read("list workers") as conn:
             rows = conn.execute(self._q["workers"], {"now": self.clock.now()}).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return decode_heartbeats(row[0] for row in rows)
 
     def remove_worker(self, worker_id: str) -> None:
         """Drop a worker's heartbeat; raises BackendError."""
@@ -180,7 +169,7 @@ class SqliteBackend(Backend):
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see Backend).
+        """Record a chord member's result; the ordered results once complete (see ResultBackend).
 
         One BEGIN IMMEDIATE transaction inserts and counts, so concurrent members serialise and
         exactly one first-time add sees the chord complete. Raises ValueError (bad index, result
@@ -237,7 +226,7 @@ class SqliteBackend(Backend):
             return updated or record
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter (see Backend); raises BackendError.
+        """Reserve one start under every limiter (see ResultBackend); raises BackendError.
 
         One BEGIN IMMEDIATE transaction, so workers racing for a slot serialise.
         """
@@ -252,7 +241,7 @@ class SqliteBackend(Backend):
             return slot
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see Backend); one transaction.
+        """Take `key` for `task_id` unless a live claim holds it (see FlowControl); one transaction.
 
         Raises BackendError.
         """

@@ -1,20 +1,21 @@
 """The broker contract: move envelope bytes between producers and workers, with leases.
 
 A broker never decodes bodies; it knows a message by its task id, queue, priority and due time.
-Every broker keeps per-queue dead letters. Stores choose a broker with `open_broker(url)`.
+Every broker keeps per-queue dead letters. `Broker` is the hot path workers and producers need;
+browsing and replaying dead letters (`DeadLetterAdmin`) and queue counts (`QueueMonitor`) are
+capabilities a broker class adds (see stemrun.store_base). The registry in stemrun.stores picks the
+class for a URL.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from stemrun.config.model import TlsConfig
 from stemrun.errors import BrokerError
-from stemrun.url import mask_url, scheme_of
+from stemrun.store_base import Capability, Store
 
 #: A message delivered more than this many times (the worker holding it died each time) is a
 #: poison message and goes to the dead letters with reason max-deliveries-exceeded.
@@ -68,14 +69,15 @@ class QueueStats:
     dead: int = 0
 
 
-class Broker(ABC):
+class Broker(Store):
     """Publish, lease, acknowledge and dead-letter messages.
 
     All methods raise BrokerError (or BrokerUnavailable) on store failures; nothing from the
     underlying client library escapes.
     """
 
-    url: str
+    role = "broker"
+    error = BrokerError
 
     @abstractmethod
     def publish(self, messages: Sequence[Message]) -> None:
@@ -113,6 +115,12 @@ class Broker(ABC):
     def dead_letter(self, delivery: Delivery, entry: DeadLetter) -> bool:
         """Atomically move a leased message to its queue's dead letters."""
 
+
+class DeadLetterAdmin(Capability):
+    """Browse, replay and delete dead letters (the `dlq` commands and the dashboard)."""
+
+    purpose = "browse, replay or purge dead letters"
+
     @abstractmethod
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, oldest first, of one queue or all."""
@@ -133,49 +141,12 @@ class Broker(ABC):
     def delete_dead_letters(self, task_ids: Sequence[str]) -> int:
         """Atomically delete the dead letters with these ids; returns how many existed."""
 
+
+class QueueMonitor(Capability):
+    """Count what each queue holds (`observe queues`, metrics, the dashboard)."""
+
+    purpose = "count queued, delayed, in-flight and dead messages"
+
     @abstractmethod
     def stats(self, queues: Sequence[str]) -> dict[str, QueueStats]:
         """Pending, delayed, in-flight and dead counts per queue."""
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Check the store answers; raises BrokerError (or BrokerUnavailable) when it does not."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections."""
-
-
-def open_broker(
-    url: str,
-    *,
-    namespace: str = "stem",
-    base_dir: Path | None = None,
-    tls: TlsConfig | None = None,
-) -> Broker:
-    """Open the broker for `url`.
-
-    `tls` is the stem.yaml tls section, used by `rediss://` and Postgres URLs.
-    Raises BrokerError for an unknown scheme or a store that cannot be a broker.
-    """
-    scheme = scheme_of(url)
-    if scheme == "memory":
-        from stemrun.brokers.memory import MemoryBroker
-
-        return MemoryBroker.shared(url, namespace=namespace)
-    if scheme == "sqlite":
-        from stemrun.brokers.sqlite import SqliteBroker
-
-        return SqliteBroker(url, namespace=namespace, base_dir=base_dir)
-    if scheme in ("redis", "rediss"):
-        from stemrun.brokers.redis_streams import RedisStreamsBroker
-
-        return RedisStreamsBroker(url, namespace=namespace, tls=tls)
-    if scheme in ("postgres", "postgresql"):
-        from stemrun.brokers.postgres import PostgresBroker
-
-        return PostgresBroker(url, namespace=namespace, tls=tls)
-    raise BrokerError(
-        f"broker {mask_url(url)}: unknown URL scheme {scheme!r} "
-        "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
-    )

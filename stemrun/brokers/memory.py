@@ -14,10 +14,18 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Unpack
 
-from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueStats
-from stemrun.clock import Clock, SystemClock
+from stemrun.brokers.base import (
+    Broker,
+    DeadLetter,
+    DeadLetterAdmin,
+    Delivery,
+    Message,
+    QueueMonitor,
+    QueueStats,
+)
+from stemrun.store_base import InProcessStore, StoreOptions
 
 _READY, _DELAYED, _LEASED = 0, 1, 2
 _MAX_WAIT_S = 0.05
@@ -37,18 +45,11 @@ class _Entry:
     gen: int = 0
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(InProcessStore, Broker, DeadLetterAdmin, QueueMonitor):
     """Broker held in this process's memory; thread-safe. Raises nothing store-specific."""
 
-    _shared: ClassVar[dict[tuple[str, str], MemoryBroker]] = {}
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(
-        self, url: str = "memory://", *, namespace: str = "stem", clock: Clock | None = None
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str = "memory://", **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._cond = threading.Condition(threading.Lock())
         self._seq = itertools.count(1)
         self._entries: dict[int, _Entry] = {}
@@ -57,22 +58,6 @@ class MemoryBroker(Broker):
         self._timers: list[tuple[float, int, int]] = []
         # Insertion order is the tie-break for equal dead_at; a replaced id moves to the end.
         self._dead: dict[str, tuple[DeadLetter, int]] = {}
-
-    @classmethod
-    def shared(cls, url: str, *, namespace: str, clock: Clock | None = None) -> MemoryBroker:
-        """The process-wide broker for (url, namespace), so producers and workers meet."""
-        with cls._shared_lock:
-            broker = cls._shared.get((url, namespace))
-            if broker is None:
-                broker = cls(url, namespace=namespace, clock=clock)
-                cls._shared[(url, namespace)] = broker
-            return broker
-
-    @classmethod
-    def reset_shared(cls) -> None:
-        """Forget every shared broker (test isolation)."""
-        with cls._shared_lock:
-            cls._shared.clear()
 
     # -- internal state changes; callers hold self._cond --
 

@@ -13,16 +13,23 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg
 
-from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueStats
+from stemrun.brokers.base import (
+    Broker,
+    DeadLetter,
+    DeadLetterAdmin,
+    Delivery,
+    Message,
+    QueueMonitor,
+    QueueStats,
+)
 from stemrun.brokers.sql_rows import dead_letter_from_row, dead_letter_params, delivery_from_row
-from stemrun.clock import Clock, SystemClock
-from stemrun.config.model import TlsConfig
 from stemrun.errors import BrokerError, BrokerUnavailable
 from stemrun.postgres_db import PostgresDatabase, load_queries
+from stemrun.store_base import StoreOptions
 from stemrun.url import mask_url
 
 #: The longest a blocked fetch waits between looks at its clock (a delayed message may fall due
@@ -33,25 +40,17 @@ _READY, _DELAYED, _LEASED = 0, 1, 2
 _Conn = psycopg.Connection[Any]
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(Broker, DeadLetterAdmin, QueueMonitor):
     """Broker on Postgres; tables `{namespace}_messages` and `{namespace}_dead_letters`.
 
     Raises BrokerUnavailable when the server cannot be reached and BrokerError when a query
     fails, both naming the masked URL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            self._q = load_queries("stemrun.brokers", "postgres_broker_queries.sql", namespace)
+            self._q = load_queries("stemrun.brokers", "postgres_broker_queries.sql", self.namespace)
         except ValueError as exc:
             raise BrokerError(f"broker {mask_url(url)}: {exc}") from exc
         self._db = PostgresDatabase(
@@ -60,7 +59,7 @@ class PostgresBroker(Broker):
             error=BrokerError,
             unavailable=BrokerUnavailable,
             queries=self._q,
-            tls=tls,
+            tls=self.tls,
         )
         self._listen_lock = threading.Lock()
         self._listener: _Conn | None = None

@@ -15,16 +15,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from redis.commands.core import Script
 
 from stemrun import redis_keys
-from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueStats
-from stemrun.clock import Clock, SystemClock
-from stemrun.config.model import TlsConfig
+from stemrun.brokers.base import (
+    Broker,
+    DeadLetter,
+    DeadLetterAdmin,
+    Delivery,
+    Message,
+    QueueMonitor,
+    QueueStats,
+)
 from stemrun.errors import BrokerError, BrokerUnavailable
 from stemrun.redis_client import Endpoint, load_scripts
+from stemrun.store_base import StoreOptions
 
 #: Longest single BLPOP of a blocking fetch; also how often a waiter rechecks the clock.
 WAKE_POLL_S = 0.1
@@ -34,26 +41,17 @@ PRIORITIES = range(10)
 _PURGE_BATCH = 1000
 
 
-class RedisStreamsBroker(Broker):
+class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
     """Broker on Redis Streams (`redis://host:port/db`, `rediss://` with the tls section).
 
     Raises BrokerError naming the masked URL on a malformed URL, refused credentials or a failed
     command, and BrokerUnavailable when Redis cannot be reached.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._endpoint = Endpoint(
-            url=url, role="broker", tls=tls, error=BrokerError, unavailable=BrokerUnavailable
+            url=url, role="broker", tls=self.tls, error=BrokerError, unavailable=BrokerUnavailable
         )
         self._redis = self._endpoint.connect()
         self._scripts: dict[str, Script] = load_scripts(

@@ -12,14 +12,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from stemrun.brokers.base import Broker, DeadLetter, Delivery, Message, QueueStats
+from stemrun.brokers.base import (
+    Broker,
+    DeadLetter,
+    DeadLetterAdmin,
+    Delivery,
+    Message,
+    QueueMonitor,
+    QueueStats,
+)
 from stemrun.brokers.sql_rows import dead_letter_from_row, dead_letter_params, delivery_from_row
-from stemrun.clock import Clock, SystemClock
 from stemrun.errors import BrokerError
 from stemrun.sqlite_db import SqliteDatabase, load_queries
+from stemrun.store_base import StoreOptions
 from stemrun.url import mask_url
 
 #: How often a blocking fetch looks for new work; the latency floor of an idle worker.
@@ -28,28 +35,20 @@ POLL_INTERVAL_S = 0.005
 _READY, _DELAYED, _LEASED = 0, 1, 2
 
 
-class SqliteBroker(Broker):
+class SqliteBroker(Broker, DeadLetterAdmin, QueueMonitor):
     """Broker on one SQLite file (`sqlite:///rel.db` or `sqlite:////abs.db`).
 
     Raises BrokerError naming the URL when the file cannot be opened or a query fails.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        base_dir: Path | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            queries = load_queries("stemrun.brokers", "sqlite_queries.sql", namespace)
+            queries = load_queries("stemrun.brokers", "sqlite_queries.sql", self.namespace)
         except ValueError as exc:
             raise BrokerError(f"broker {mask_url(url)}: {exc}") from exc
         self._db = SqliteDatabase(
-            url, role="broker", error=BrokerError, queries=queries, base_dir=base_dir
+            url, role="broker", error=BrokerError, queries=queries, base_dir=self.base_dir
         )
         self._q = queries
         # Our own commits do not move PRAGMA data_version, so they wake local waiters here.

@@ -78,7 +78,7 @@ def show(
 ) -> None:
     """Show one dead letter with its error and traceback."""
     with Stem(load(config, log_level, log_format)) as stem:
-        entry = stem.broker.dead_letter_get(task_id)
+        entry = stem.dead_letter_admin.dead_letter_get(task_id)
     if entry is None:
         fail(f"no dead letter with id {task_id!r}", EXIT_FAILED)
     row = _row(entry)
@@ -134,7 +134,7 @@ def _select(stem: Stem, queue: str | None, ids: list[str], limit: int) -> list[D
         return stem.dead_letters(queue, limit)
     entries = []
     for task_id in ids:
-        entry = stem.broker.dead_letter_get(task_id)
+        entry = stem.dead_letter_admin.dead_letter_get(task_id)
         if entry is None:
             fail(f"no dead letter with id {task_id!r}", EXIT_FAILED)
         entries.append(entry)

@@ -25,8 +25,9 @@ from stemrun.cli.common import (
 )
 from stemrun.client import Stem
 from stemrun.errors import UsageError
-from stemrun.observe import OUTCOMES, metric_totals, queue_views, schedule_views, worker_views
-from stemrun.schedules.store import schedule_store_for
+from stemrun.observe import metric_totals, queue_views, schedule_views, worker_views
+from stemrun.stores import schedule_store_for
+from stemrun.telemetry import OUTCOMES
 
 app = typer.Typer(
     help="Live state from the stores: queues, workers, metrics, schedules.", no_args_is_help=True

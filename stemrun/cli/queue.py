@@ -31,7 +31,7 @@ def set_paused(config: Config, queue: str, paused: bool) -> None:
         known = ", ".join(sorted(declared))
         raise UnknownQueue(f"queue {queue!r} is not declared in stem.yaml (declared: {known})")
     with Stem(config) as stem:
-        stem.backend.set_paused(queue, paused)
+        stem.flow.set_paused(queue, paused)
 
 
 def _report(queue: str, paused: bool, json_out: bool) -> None:

@@ -9,7 +9,8 @@ import typer
 from stemrun.cli.common import EXIT_USAGE, ConfigOpt, LogFormatOpt, LogLevelOpt, exits, fail, load
 from stemrun.config.model import Config
 from stemrun.metrics import serve_worker_metrics
-from stemrun.url import mask_url, scheme_of
+from stemrun.stores import process_local
+from stemrun.url import mask_url
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def refuse_memory(config: Config, command: str) -> None:
     """memory:// lives in one process; a separate worker process could never see its tasks."""
     for role, url in (("broker", config.broker), ("result_backend", config.result_backend)):
-        if scheme_of(url) == "memory":
+        if process_local(url):
             fail(
                 f"{role} {mask_url(url)}: `stemrun {command}` cannot use memory:// (it only lives "
                 "inside one process); use sqlite:///.stem/stem.db or a Redis/Postgres URL",

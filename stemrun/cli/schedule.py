@@ -28,8 +28,9 @@ from stemrun.config.model import Config, ScheduleConfig
 from stemrun.errors import UsageError
 from stemrun.schedules.apply import ScheduleDiff, apply_schedules, set_enabled
 from stemrun.schedules.spec import Spec, next_fire, parse_spec, to_datetime, zone
-from stemrun.schedules.store import ScheduleEntry, ScheduleStore, schedule_store_for
-from stemrun.url import mask_url, scheme_of
+from stemrun.schedules.store import ScheduleEntry, ScheduleStore
+from stemrun.stores import process_local, schedule_store_for
+from stemrun.url import mask_url
 
 app = typer.Typer(
     help="Schedules: list, show, apply, dry-run, remove, enable, disable.", no_args_is_help=True
@@ -370,11 +371,11 @@ def beat(
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run one beat scheduler: applies the declared schedules, then fires due entries."""
-    from stemrun.schedules.beat import Beat
+    from stemrun.beat import Beat
 
     loaded = load(config, log_level, log_format)
     refuse_memory(loaded, "beat")
-    if scheme_of(loaded.schedule_store) == "memory":
+    if process_local(loaded.schedule_store):
         fail(
             f"schedule_store {mask_url(loaded.schedule_store)}: `stemrun beat` cannot use "
             "memory:// (it only lives inside one process); use sqlite:///.stem/stem.db or a "

@@ -11,15 +11,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from stemrun.backends.base import CANCEL_REQUESTED, StatusRecord
+from stemrun.backends.base import RecordListing
+from stemrun.backends.record import CANCEL_REQUESTED, StatusRecord
 from stemrun.brokers.base import DeadLetter
 from stemrun.client import Stem
 from stemrun.dashboard.throughput import Sampler, chart
 from stemrun.errors import BackendError, UsageError
 from stemrun.observe import metric_totals, queue_views, schedule_views, worker_views
 from stemrun.schedules.apply import set_enabled
-from stemrun.schedules.store import ScheduleStore, schedule_store_for
+from stemrun.schedules.store import ScheduleStore
 from stemrun.state import TERMINAL, TaskState
+from stemrun.store_base import require
+from stemrun.stores import schedule_store_for
 
 T = TypeVar("T")
 
@@ -79,11 +82,12 @@ class Console:
             raise UsageError(f"unknown state {state!r} (one of: {', '.join(STATES)})")
         offset = max(0, page - 1) * PAGE_SIZE
         try:
-            found = self._locked(
-                lambda: self.stem.backend.list_records(state, task, queue, PAGE_SIZE + 1, offset)
-            )
+            listing = require(self.stem.backend, RecordListing)
         except BackendError as exc:
             return {"supported": False, "reason": str(exc), "records": [], "has_next": False}
+        found = self._locked(
+            lambda: listing.list_records(state, task, queue, PAGE_SIZE + 1, offset)
+        )
         rows = [record.to_dict() for record in found[:PAGE_SIZE]]
         return {"supported": True, "records": rows, "has_next": len(found) > PAGE_SIZE}
 
@@ -119,7 +123,7 @@ class Console:
         """The dead letters with these ids, or (no ids) every one of `queue` (None: all)."""
         if not ids:
             return self._locked(lambda: self.stem.dead_letters(queue, DEAD_LIMIT))
-        found = self._locked(lambda: [self.stem.broker.dead_letter_get(i) for i in ids])
+        found = self._locked(lambda: [self.stem.dead_letter_admin.dead_letter_get(i) for i in ids])
         return [entry for entry in found if entry is not None]
 
     def replay(self, entries: Sequence[DeadLetter]) -> list[str]:

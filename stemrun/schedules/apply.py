@@ -26,11 +26,7 @@ from stemrun.schedules.spec import (
     to_epoch,
 )
 from stemrun.schedules.spec import zone as parse_zone
-from stemrun.schedules.store import (
-    DECLARED_FIELDS,
-    ScheduleEntry,
-    ScheduleStore,
-)
+from stemrun.schedules.store import DECLARED_FIELDS, ScheduleEntry, ScheduleStore
 
 #: How often one entry's write is retried after losing a version race (to a beat advancing it).
 MAX_ATTEMPTS = 5

@@ -7,43 +7,20 @@ SQLite or Redis fail here too and callers never share mutable state with the sto
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
+from typing import Unpack
 
-from stemrun.clock import Clock, SystemClock
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore, decode_entry, encode_entry
+from stemrun.store_base import InProcessStore, StoreOptions
 
 
-class MemoryScheduleStore(ScheduleStore):
+class MemoryScheduleStore(InProcessStore, ScheduleStore):
     """Schedule entries and the beat lease in this process's memory; thread-safe."""
 
-    _shared: ClassVar[dict[tuple[str, str], MemoryScheduleStore]] = {}
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(
-        self, url: str = "memory://", *, namespace: str = "stem", clock: Clock | None = None
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str = "memory://", **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._lock = threading.Lock()
         self._entries: dict[str, str] = {}
         self._lease: tuple[str, float] | None = None  # (owner, expires_at)
-
-    @classmethod
-    def shared(cls, url: str, *, namespace: str, clock: Clock | None = None) -> MemoryScheduleStore:
-        """The process-wide store for (url, namespace), so `apply` and beat meet."""
-        with cls._shared_lock:
-            store = cls._shared.get((url, namespace))
-            if store is None:
-                store = cls(url, namespace=namespace, clock=clock)
-                cls._shared[(url, namespace)] = store
-            return store
-
-    @classmethod
-    def reset_shared(cls) -> None:
-        """Forget every shared store (test isolation)."""
-        with cls._shared_lock:
-            cls._shared.clear()
 
     def get(self, name: str) -> ScheduleEntry | None:
         """The entry, or None."""

@@ -8,9 +8,8 @@ it outlives a dropped connection for exactly its TTL. The SQL lives in `postgres
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
-from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import TlsConfig
 from stemrun.errors import ScheduleStoreError
 from stemrun.postgres_db import PostgresDatabase, load_queries
@@ -21,6 +20,7 @@ from stemrun.schedules.store import (
     decode_entry,
     encode_entry,
 )
+from stemrun.store_base import StoreOptions
 from stemrun.url import mask_url
 
 
@@ -31,18 +31,10 @@ class PostgresScheduleStore(ScheduleStore):
     naming the masked URL when the server cannot be reached or a query fails.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            self._q = load_queries("stemrun.schedules", "postgres_queries.sql", namespace)
+            self._q = load_queries("stemrun.schedules", "postgres_queries.sql", self.namespace)
         except ValueError as exc:
             raise ScheduleStoreError(f"schedule store {mask_url(url)}: {exc}") from exc
         self._db = PostgresDatabase(
@@ -51,7 +43,7 @@ class PostgresScheduleStore(ScheduleStore):
             error=ScheduleStoreError,
             unavailable=ScheduleStoreError,
             queries=self._q,
-            tls=tls,
+            tls=self.tls,
         )
 
     def _rows(self, what: str, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

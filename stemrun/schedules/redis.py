@@ -8,12 +8,11 @@ other stores, so every beat must run with a reasonably synchronised clock (NTP).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Unpack
 
 from redis.commands.core import Script
 
 from stemrun import redis_keys
-from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import TlsConfig
 from stemrun.errors import ScheduleStoreError
 from stemrun.redis_client import Endpoint, load_scripts
@@ -24,6 +23,7 @@ from stemrun.schedules.store import (
     decode_entry,
     encode_entry,
 )
+from stemrun.store_base import StoreOptions
 
 #: Redis drops a lease key this long after its TTL, so its own expiry (by the caller's clock)
 #: decides who leads, and the key only disappears once every clock agrees it has lapsed.
@@ -37,21 +37,12 @@ class RedisScheduleStore(ScheduleStore):
     unreachable server or a failed command.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        tls: TlsConfig | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         self._endpoint = Endpoint(
             url=url,
             role="schedule store",
-            tls=tls,
+            tls=self.tls,
             error=ScheduleStoreError,
             unavailable=ScheduleStoreError,
         )
@@ -59,9 +50,9 @@ class RedisScheduleStore(ScheduleStore):
         self._scripts: dict[str, Script] = load_scripts(
             self._redis, "stemrun.schedules", "redis.lua"
         )
-        self._names = redis_keys.schedules(namespace)
-        self._due = redis_keys.schedules_due(namespace)
-        self._lease = redis_keys.lease(namespace, BEAT_LEASE)
+        self._names = redis_keys.schedules(self.namespace)
+        self._due = redis_keys.schedules_due(self.namespace)
+        self._lease = redis_keys.lease(self.namespace, BEAT_LEASE)
 
     def _entry_keys(self, name: str) -> list[str]:
         return [redis_keys.schedule(self.namespace, name), self._names, self._due]

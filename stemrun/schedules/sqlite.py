@@ -7,10 +7,8 @@ SQL lives in `sqlite_queries.sql`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from stemrun.clock import Clock, SystemClock
 from stemrun.errors import ScheduleStoreError
 from stemrun.schedules.store import (
     BEAT_LEASE,
@@ -20,6 +18,7 @@ from stemrun.schedules.store import (
     encode_entry,
 )
 from stemrun.sqlite_db import SqliteDatabase, load_queries
+from stemrun.store_base import StoreOptions
 from stemrun.url import mask_url
 
 
@@ -29,18 +28,10 @@ class SqliteScheduleStore(ScheduleStore):
     Raises ScheduleStoreError naming the URL when the file cannot be opened or a query fails.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = "stem",
-        base_dir: Path | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.url = url
-        self.clock: Clock = clock or SystemClock()
+    def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(url, **options)
         try:
-            queries = load_queries("stemrun.schedules", "sqlite_queries.sql", namespace)
+            queries = load_queries("stemrun.schedules", "sqlite_queries.sql", self.namespace)
         except ValueError as exc:
             raise ScheduleStoreError(f"schedule store {mask_url(url)}: {exc}") from exc
         self._db = SqliteDatabase(
@@ -48,7 +39,7 @@ class SqliteScheduleStore(ScheduleStore):
             role="schedule store",
             error=ScheduleStoreError,
             queries=queries,
-            base_dir=base_dir,
+            base_dir=self.base_dir,
         )
         self._q = queries
 

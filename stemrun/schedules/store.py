@@ -7,16 +7,16 @@ moved on, so two beats (or a beat and `schedule apply`) never overwrite each oth
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stemrun.config.model import Config, ScheduleConfig, TlsConfig
 from stemrun.errors import ScheduleStoreError
-from stemrun.url import mask_url, scheme_of
+from stemrun.store_base import Store
+
+if TYPE_CHECKING:
+    from stemrun.config.model import ScheduleConfig
 
 #: The name of the one lease beats compete for in a store (per namespace).
 BEAT_LEASE = "beat"
@@ -89,12 +89,15 @@ def decode_entry(text: str | bytes) -> ScheduleEntry:
         raise ScheduleStoreError(f"corrupt schedule entry in the store: {exc}") from exc
 
 
-class ScheduleStore(ABC):
+class ScheduleStore(Store):
     """Where schedule entries and the beat lease live; every method may raise ScheduleStoreError.
 
     Versions: `add` stores version 1; `update` and `remove` succeed only when the caller's
     `version` is the stored one, and `update` stores version + 1.
     """
+
+    role = "schedule store"
+    error = ScheduleStoreError
 
     @abstractmethod
     def get(self, name: str) -> ScheduleEntry | None:
@@ -140,68 +143,3 @@ class ScheduleStore(ABC):
     @abstractmethod
     def lease_owner(self) -> str | None:
         """Who holds an unexpired lease, if anyone."""
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Check the store answers."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close connections."""
-
-
-def open_schedule_store(
-    url: str,
-    *,
-    namespace: str = "stem",
-    base_dir: Path | None = None,
-    tls: TlsConfig | None = None,
-) -> ScheduleStore:
-    """The schedule store for `url` (memory://, sqlite://, redis://, rediss://).
-
-    Raises ScheduleStoreError for a scheme without a schedule store or a store that fails to open.
-    """
-    scheme = scheme_of(url)
-    if scheme == "memory":
-        from stemrun.schedules.memory import MemoryScheduleStore
-
-        return MemoryScheduleStore.shared(url, namespace=namespace)
-    if scheme == "sqlite":
-        from stemrun.schedules.sqlite import SqliteScheduleStore
-
-        return SqliteScheduleStore(url, namespace=namespace, base_dir=base_dir)
-    if scheme in ("redis", "rediss", "postgres", "postgresql"):
-        return _open_optional(scheme, url, namespace=namespace, tls=tls)
-    raise ScheduleStoreError(
-        f"schedule store {mask_url(url)}: unknown URL scheme {scheme!r} "
-        "(expected sqlite://, redis://, rediss://, postgresql:// or memory://)"
-    )
-
-
-def _open_optional(
-    scheme: str, url: str, *, namespace: str, tls: TlsConfig | None
-) -> ScheduleStore:
-    """Stores in modules with an `open_store(url, *, namespace, tls)` function; a module not
-    written yet is a clear error, not a crash."""
-    module_name = "stemrun.schedules." + ("redis" if scheme.startswith("redis") else "postgres")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ScheduleStoreError(
-            f"schedule store {mask_url(url)}: {scheme}:// schedule stores are not supported yet "
-            "(use sqlite:///.stem/stem.db, or set schedule_store to a sqlite:// URL)"
-        ) from exc
-    store: ScheduleStore = module.open_store(url, namespace=namespace, tls=tls)
-    return store
-
-
-def schedule_store_for(config: Config) -> ScheduleStore:
-    """The configured schedule store. Raises ScheduleStoreError."""
-    return open_schedule_store(
-        config.schedule_store,
-        namespace=config.namespace,
-        base_dir=config.root_dir,
-        tls=config.tls,
-    )

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stemrun.backends.base import Backend
+from stemrun.backends.base import ResultBackend, Telemetry
 from stemrun.config.model import Config
 from stemrun.errors import BackendError
+from stemrun.store_base import require
 from stemrun.stores import backend_for
 from stemrun.supervisor.children import Child
 
@@ -40,7 +41,7 @@ class Handovers:
     def __init__(self) -> None:
         self.pending: list[Handover] = []
         self._config: Config | None = None
-        self._backend: Backend | None = None
+        self._backend: ResultBackend | None = None
         self._next_check = 0.0
 
     def use(self, config: Config) -> None:
@@ -91,7 +92,7 @@ class Handovers:
         try:
             if self._backend is None:
                 self._backend = backend_for(self._config)
-            beats = {(str(w.get("id")), w.get("pid")) for w in self._backend.workers()}
+            beats = {(b.id, b.pid) for b in require(self._backend, Telemetry).workers()}
         except BackendError as exc:
             log.warning("cannot read worker heartbeats (%s); draining replaced workers now", exc)
             self.close()

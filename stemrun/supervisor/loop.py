@@ -21,6 +21,7 @@ from stemrun.config.model import Config
 from stemrun.errors import UsageError
 from stemrun.metrics import MetricsServer, follow_metrics
 from stemrun.metrics import serve as serve_metrics
+from stemrun.stores import process_local
 from stemrun.supervisor import schedule_sync
 from stemrun.supervisor.backoff import Backoff
 from stemrun.supervisor.children import Child, Launch, spawn
@@ -37,7 +38,7 @@ from stemrun.supervisor.handover import Handovers
 from stemrun.supervisor.reload import Debouncer, Watcher, read_validated, validated
 from stemrun.supervisor.snapshot import Snapshots
 from stemrun.supervisor.waker import Waker
-from stemrun.url import mask_url, scheme_of
+from stemrun.url import mask_url
 
 log = logging.getLogger("stemrun.supervisor")
 
@@ -286,7 +287,7 @@ class Supervisor:
 
     def _acceptable(self, config: Config) -> bool:
         for role, url in (("broker", config.broker), ("result_backend", config.result_backend)):
-            if scheme_of(url) == "memory":
+            if process_local(url):
                 log.error(
                     "reload refused: %s %s is memory:// (one process only); keeping the running "
                     "generation",

@@ -7,7 +7,7 @@ import logging
 from stemrun.config.model import Config
 from stemrun.errors import StemrunError
 from stemrun.schedules.apply import ScheduleDiff, apply_schedules
-from stemrun.schedules.store import schedule_store_for
+from stemrun.stores import schedule_store_for
 
 log = logging.getLogger("stemrun.supervisor")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stemrun.backends.base import StatusRecord, Transition
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.brokers.base import MAX_DELIVERIES, Delivery
 from stemrun.config.model import Config, TaskConfig
 from stemrun.envelope import Envelope, Verifier, decode, peek_task

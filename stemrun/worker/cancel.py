@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from stemrun.backends.base import CANCEL_REQUESTED, Backend, StatusRecord
+from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import CANCEL_REQUESTED, StatusRecord
 from stemrun.worker.lease import Held
 
 #: Longest pause between two reads of the records of attempts that called back.
@@ -22,7 +23,7 @@ POLL_S = 0.5
 class CancelWatch:
     """Which running attempts were asked to stop; keyed by delivery receipt."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: ResultBackend) -> None:
         self._backend = backend
         self._touched: set[str] = set()
         self._asked: set[str] = set()

@@ -15,22 +15,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from stemrun.backends.base import Backend
+from stemrun import signals
+from stemrun.backends.base import Chords, FlowControl, ResultBackend, Telemetry
 from stemrun.brokers.base import Broker, Delivery
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
-from stemrun.observe import BUSY_BEAT_S, heartbeat_ttl
 from stemrun.registry import Registry
 from stemrun.signing import verifier_for
+from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
-from stemrun.worker import report, settle, signals
+from stemrun.telemetry import BUSY_BEAT_S, heartbeat_ttl
+from stemrun.worker import report, settle
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
 from stemrun.worker.cancel import CancelWatch
 from stemrun.worker.continuation import Continuations
 from stemrun.worker.execute import Outcome
-from stemrun.worker.flow import FlowControl
+from stemrun.worker.flow import FlowGate
 from stemrun.worker.job import Beat, Done, Event, Progress, Wake
 from stemrun.worker.lease import FETCH_LEASE_S, Held, Leases
 from stemrun.worker.metrics import Recorder
@@ -60,7 +62,7 @@ class Worker:
         name: str | None = None,
         burst: bool = False,
         broker: Broker | None = None,
-        backend: Backend | None = None,
+        backend: ResultBackend | None = None,
         install_signal_handlers: bool = True,
         clock: Clock | None = None,
     ) -> None:
@@ -85,14 +87,16 @@ class Worker:
         self._owns_broker = broker is None
         self._owns_backend = backend is None
         self.broker, self.backend = _open_stores(config, broker, backend)
-        self._continuations = Continuations(config, self.broker, self.backend, self._clock)
+        chords = require(self.backend, Chords)
+        self._continuations = Continuations(config, self.broker, self.backend, chords, self._clock)
         self._registry = Registry(config)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._leases = Leases(self.broker, self._clock)
         self._buffer: deque[str] = deque()
-        self._flow = FlowControl(config, self.backend, self._clock, self._leases, self._buffer)
+        flow = require(self.backend, FlowControl)
+        self._flow = FlowGate(config, flow, self._clock, self._leases, self._buffer)
         self._pending: list[settle.Settlement] = []
         self._rng = random.Random()
         self._children_client = ChildTaskClient(config)
@@ -100,7 +104,8 @@ class Worker:
         self._next_beat = 0.0
         self.processed = 0
         self.failed = 0
-        self._metrics = Recorder(self.backend)
+        self._telemetry = require(self.backend, Telemetry)
+        self._metrics = Recorder(self._telemetry)
         self._cancels = CancelWatch(self.backend)
         self._supervisor = claim_supervisor()
 
@@ -143,7 +148,7 @@ class Worker:
         try:
             self._metrics.flush(force=True)
             if clean:
-                self.backend.remove_worker(self.name)
+                self._telemetry.remove_worker(self.name)
         except BackendError as exc:
             log.warning("could not remove the heartbeat of worker %s: %s", self.name, exc)
         self._children_client.close()
@@ -403,21 +408,20 @@ class Worker:
             return
         interval = self._leases.heartbeat_interval(self.config, self.plan.queues)
         self._next_beat = now + interval
-        info = report.heartbeat_info(
+        beat = report.heartbeat(
             self.plan,
             self._leases.held.values(),
             processed=self.processed,
             failed=self.failed,
             started_at=self._started_at,
-            now=now,
+            interval_s=interval,
         )
-        info["heartbeat_interval_s"] = interval
         # kept past staleness (3 intervals) so `observe workers` can show the worker as stale
-        self.backend.put_worker(self.name, info, ttl_s=heartbeat_ttl(interval))
+        self._telemetry.put_worker(beat, ttl_s=heartbeat_ttl(interval))
 
 
 def _open_stores(
-    config: Config, broker: Broker | None, backend: Backend | None
-) -> tuple[Broker, Backend]:
+    config: Config, broker: Broker | None, backend: ResultBackend | None
+) -> tuple[Broker, ResultBackend]:
     """The given stores, or the configured ones. Raises BrokerError / BackendError."""
     return broker or broker_for(config), backend or backend_for(config)

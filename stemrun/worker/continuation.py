@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemrun import canvas
-from stemrun.backends.base import Backend, StatusRecord, Transition
+from stemrun.backends.base import Chords, ResultBackend
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.brokers.base import Broker
 from stemrun.client import Stem
 from stemrun.clock import Clock
@@ -45,10 +46,13 @@ class _Plan:
 class Continuations:
     """Continues canvases after settled steps; `run` is the hook of `settle.apply`."""
 
-    def __init__(self, config: Config, broker: Broker, backend: Backend, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, broker: Broker, backend: ResultBackend, chords: Chords, clock: Clock
+    ) -> None:
         self._config = config
         self._broker = broker
         self._backend = backend
+        self._chords = chords
         self._clock = clock
         self._stem: Stem | None = None
         self._marked: set[str] = set()
@@ -124,7 +128,7 @@ class Continuations:
         canvas_id, index = _field(info, "id", str), _field(info, "index", int)
         size = _field(info, "size", int)
         try:
-            results = self._backend.chord_add(canvas_id, index, result, size)
+            results = self._chords.chord_add(canvas_id, index, result, size)
         except ValueError as exc:
             raise DecodeError(f"canvas {canvas_id}: {exc}") from exc
         if results is not None and info.get("kind") == "group":

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stemrun.backends.base import Backend
+from stemrun.backends.base import FlowControl
 from stemrun.clock import Clock
 from stemrun.config.model import Config
 from stemrun.envelope import Envelope
@@ -83,11 +83,16 @@ class _Waiter:
     held: Held
 
 
-class FlowControl:
+class FlowGate:
     """The worker's side of pause, rate limits and unique keys (see the module docstring)."""
 
     def __init__(
-        self, config: Config, backend: Backend, clock: Clock, leases: Leases, buffer: deque[str]
+        self,
+        config: Config,
+        backend: FlowControl,
+        clock: Clock,
+        leases: Leases,
+        buffer: deque[str],
     ) -> None:
         """Raises UsageError for a rate limit that does not parse."""
         self._config = config

@@ -12,9 +12,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from stemrun.backends.base import Backend
-from stemrun.observe import BUCKET, DURATION_US, bucket_of, counter_name
+from stemrun.backends.base import Telemetry
 from stemrun.state import TaskState
+from stemrun.telemetry import BUCKET, DURATION_US, bucket_of, counter_name
 from stemrun.worker.execute import Outcome
 from stemrun.worker.lease import Held
 from stemrun.worker.settle import Settlement
@@ -27,8 +27,8 @@ _EVENTS = {"succeeded": "succeeded", "retried": "retried", "cancelled": "cancell
 class Recorder:
     """Task counters of one worker not yet written to the store."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(self, store: Telemetry) -> None:
+        self._store = store
         self._pending: Counter[str] = Counter()
         self._next_flush = 0.0
 
@@ -66,6 +66,6 @@ class Recorder:
             return
         self._next_flush = now + FLUSH_EVERY_S
         increments = dict(self._pending)
-        self._backend.incr_counters(increments)
+        self._store.incr_counters(increments)
         self._pending.subtract(increments)
         self._pending = +self._pending  # drop the zeros

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterable
-from typing import Any
 
+from stemrun.telemetry import ActiveTask, Heartbeat
 from stemrun.worker.lease import Held
 from stemrun.worker.plan import Plan
 
@@ -35,39 +34,38 @@ def task_event(
     log.log(level, "task %s%s", event, f" {detail}" if detail else "", extra=extra)
 
 
-def heartbeat_info(
+def heartbeat(
     plan: Plan,
     held: Iterable[Held],
     *,
     processed: int,
     failed: int,
     started_at: float,
-    now: float | None = None,
-) -> dict[str, Any]:
+    interval_s: float,
+) -> Heartbeat:
     """The record `stemrun observe workers` shows for this worker."""
-    now = time.time() if now is None else now
-    active = [
-        {
-            "id": h.envelope.id,
-            "task": h.envelope.task,
-            "queue": h.delivery.queue,
-            "attempt": h.envelope.attempt,
-            "started_at": h.started_at,
-            "runtime_s": round(now - h.started_at, 3),
-        }
+    active = tuple(
+        ActiveTask(
+            id=h.envelope.id,
+            task=h.envelope.task,
+            queue=h.delivery.queue,
+            attempt=h.envelope.attempt,
+            started_at=h.started_at,
+        )
         for h in held
         if h.started_at is not None
-    ]
-    return {
-        "id": plan.name,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "group": plan.group,
-        "queues": list(plan.queues),
-        "concurrency": plan.concurrency,
-        "pool": plan.pool,
-        "active": active,
-        "processed": processed,
-        "failed": failed,
-        "started_at": started_at,
-    }
+    )
+    return Heartbeat(
+        id=plan.name,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        group=plan.group,
+        queues=tuple(plan.queues),
+        concurrency=plan.concurrency,
+        pool=plan.pool,
+        active=active,
+        processed=processed,
+        failed=failed,
+        started_at=started_at,
+        heartbeat_interval_s=interval_s,
+    )

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stemrun.backends.base import Backend, Transition
+from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import Transition
 from stemrun.brokers.base import Broker, DeadLetter, Delivery
 from stemrun.config.model import TaskConfig
 from stemrun.envelope import Envelope, with_delivery
@@ -45,7 +46,7 @@ class Settlement:
 
 
 def apply(
-    backend: Backend,
+    backend: ResultBackend,
     broker: Broker,
     batch: Sequence[Settlement],
     then: Callable[[Sequence[Settlement]], None] | None = None,

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from stemrun.backends.base import Backend
+from stemrun.backends.base import ResultBackend
 from stemrun.backends.memory import MemoryBackend
 from stemrun.backends.sqlite import SqliteBackend
 from stemrun.brokers.base import Broker
 from stemrun.brokers.memory import MemoryBroker
 from stemrun.brokers.sqlite import SqliteBroker
 from stemrun.clock import ManualClock
+from stemrun.store_base import InProcessStore
 from tests import services
 
 _unique = itertools.count()
@@ -34,13 +35,13 @@ class StoreEnv:
     namespace: str
     tmp_path: Path
     clock: ManualClock
-    opened: list[Broker | Backend] = field(default_factory=list)
+    opened: list[Broker | ResultBackend] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run after handles close
     urls: dict[str, str] = field(default_factory=dict)  # service -> this test's isolated URL
 
 
 def make_memory_broker(env: StoreEnv) -> Broker:
-    return MemoryBroker.shared("memory://", namespace=env.namespace, clock=env.clock)
+    return MemoryBroker.open("memory://", namespace=env.namespace, clock=env.clock)
 
 
 def make_sqlite_broker(env: StoreEnv) -> Broker:
@@ -48,11 +49,11 @@ def make_sqlite_broker(env: StoreEnv) -> Broker:
     return SqliteBroker(url, namespace=env.namespace, clock=env.clock)
 
 
-def make_memory_backend(env: StoreEnv) -> Backend:
-    return MemoryBackend.shared("memory://", namespace=env.namespace, clock=env.clock)
+def make_memory_backend(env: StoreEnv) -> ResultBackend:
+    return MemoryBackend.open("memory://", namespace=env.namespace, clock=env.clock)
 
 
-def make_sqlite_backend(env: StoreEnv) -> Backend:
+def make_sqlite_backend(env: StoreEnv) -> ResultBackend:
     url = f"sqlite:///{env.tmp_path / 'stem.db'}"
     return SqliteBackend(url, namespace=env.namespace, clock=env.clock)
 
@@ -67,7 +68,7 @@ def postgres_store_url(env: StoreEnv) -> str:
     return env.urls["postgres"]
 
 
-def make_postgres_backend(env: StoreEnv) -> Backend:
+def make_postgres_backend(env: StoreEnv) -> ResultBackend:
     from stemrun.backends.postgres import PostgresBackend
 
     return PostgresBackend(postgres_store_url(env), namespace=env.namespace, clock=env.clock)
@@ -95,7 +96,7 @@ def make_redis_broker(env: StoreEnv) -> Broker:
     return RedisStreamsBroker(services.REDIS_URL, namespace=namespace, clock=env.clock)
 
 
-def make_redis_backend(env: StoreEnv) -> Backend:
+def make_redis_backend(env: StoreEnv) -> ResultBackend:
     from stemrun.backends.redis import RedisBackend
 
     namespace = redis_store_namespace(env)
@@ -108,7 +109,7 @@ BROKER_FACTORIES: dict[str, Callable[[StoreEnv], Broker]] = {
     "postgres": make_postgres_broker,
     "redis": make_redis_broker,
 }
-BACKEND_FACTORIES: dict[str, Callable[[StoreEnv], Backend]] = {
+BACKEND_FACTORIES: dict[str, Callable[[StoreEnv], ResultBackend]] = {
     "memory": make_memory_backend,
     "sqlite": make_sqlite_backend,
     "postgres": make_postgres_backend,
@@ -129,8 +130,7 @@ def store_env(tmp_path: Path, clock: ManualClock) -> Iterator[StoreEnv]:
         handle.close()
     for cleanup in env.cleanups:
         cleanup()
-    MemoryBroker.reset_shared()
-    MemoryBackend.reset_shared()
+    InProcessStore.reset_all()
 
 
 @pytest.fixture(params=sorted(BROKER_FACTORIES))
@@ -152,11 +152,13 @@ def broker(broker_opener: Callable[[], Broker]) -> Broker:
 
 
 @pytest.fixture(params=sorted(BACKEND_FACTORIES))
-def backend_opener(request: pytest.FixtureRequest, store_env: StoreEnv) -> Callable[[], Backend]:
+def backend_opener(
+    request: pytest.FixtureRequest, store_env: StoreEnv
+) -> Callable[[], ResultBackend]:
     """Opens another handle on this test's result backend store (closed at teardown)."""
     factory = BACKEND_FACTORIES[request.param]
 
-    def opener() -> Backend:
+    def opener() -> ResultBackend:
         backend = factory(store_env)
         store_env.opened.append(backend)
         return backend
@@ -165,5 +167,5 @@ def backend_opener(request: pytest.FixtureRequest, store_env: StoreEnv) -> Calla
 
 
 @pytest.fixture
-def backend(backend_opener: Callable[[], Backend]) -> Backend:
+def backend(backend_opener: Callable[[], ResultBackend]) -> ResultBackend:
     return backend_opener()

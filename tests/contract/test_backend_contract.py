@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from stemrun.backends.base import Backend, StatusRecord, Transition
+from stemrun.backends.base import ResultBackend, Telemetry
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.clock import ManualClock
 from stemrun.errors import BackendError
 from stemrun.state import TaskState
+from stemrun.store_base import require
+from stemrun.telemetry import ActiveTask, Heartbeat
 
 
 def record(task_id: str, **fields: object) -> StatusRecord:
@@ -30,7 +34,7 @@ def move(task_id: str, attempt: int, state: TaskState, **changes: object) -> Tra
     return Transition(task_id=task_id, attempt=attempt, state=state, changes=changes)
 
 
-def test_create_inserts_only_absent_records(backend: Backend) -> None:
+def test_create_inserts_only_absent_records(backend: ResultBackend) -> None:
     assert backend.create([record("a"), record("b")]) == [True, True]
     again = [record("a", queue="other"), record("c"), record("c")]
     assert backend.create(again) == [False, True, False]
@@ -38,7 +42,7 @@ def test_create_inserts_only_absent_records(backend: Backend) -> None:
     assert got is not None and got.queue == "default"
 
 
-def test_record_round_trips_every_field(backend: Backend) -> None:
+def test_record_round_trips_every_field(backend: ResultBackend) -> None:
     full = record(
         "a",
         state=TaskState.FAILED,
@@ -60,11 +64,11 @@ def test_record_round_trips_every_field(backend: Backend) -> None:
     assert backend.get("a") == full
 
 
-def test_get_unknown_is_none(backend: Backend) -> None:
+def test_get_unknown_is_none(backend: ResultBackend) -> None:
     assert backend.get("never-enqueued") is None
 
 
-def test_transition_to_terminal_wins(backend: Backend) -> None:
+def test_transition_to_terminal_wins(backend: ResultBackend) -> None:
     backend.create([record("a")])
     assert backend.transition([move("a", 0, TaskState.RUNNING, worker="w1")]) == [True]
     done = move("a", 0, TaskState.SUCCEEDED, result={"ok": True}, finished_at=5.0)
@@ -81,7 +85,7 @@ def test_transition_to_terminal_wins(backend: Backend) -> None:
     )
 
 
-def test_transition_from_older_attempt_is_ignored(backend: Backend) -> None:
+def test_transition_from_older_attempt_is_ignored(backend: ResultBackend) -> None:
     backend.create([record("a")])
     assert backend.transition([move("a", 1, TaskState.RUNNING)]) == [True]
     assert backend.transition([move("a", 0, TaskState.FAILED)]) == [False]
@@ -89,25 +93,25 @@ def test_transition_from_older_attempt_is_ignored(backend: Backend) -> None:
     assert got is not None and (got.state, got.attempt) == (TaskState.RUNNING, 1)
 
 
-def test_transition_merges_meta(backend: Backend) -> None:
+def test_transition_merges_meta(backend: ResultBackend) -> None:
     backend.create([record("a", meta={"keep": 1, "over": "old"})])
     backend.transition([move("a", 0, TaskState.RUNNING, meta={"over": "new", "add": True})])
     got = backend.get("a")
     assert got is not None and got.meta == {"keep": 1, "over": "new", "add": True}
 
 
-def test_transition_of_missing_record_creates_nothing(backend: Backend) -> None:
+def test_transition_of_missing_record_creates_nothing(backend: ResultBackend) -> None:
     assert backend.transition([move("ghost", 0, TaskState.RUNNING)]) == [False]
     assert backend.get("ghost") is None
 
 
-def test_batch_transition_reports_each_change(backend: Backend) -> None:
+def test_batch_transition_reports_each_change(backend: ResultBackend) -> None:
     backend.create([record("a"), record("b", state=TaskState.CANCELLED)])
     changes = [move("a", 0, TaskState.RUNNING), move("b", 0, TaskState.RUNNING)]
     assert backend.transition(changes) == [True, False]
 
 
-def test_replace_resets_a_terminal_record(backend: Backend) -> None:
+def test_replace_resets_a_terminal_record(backend: ResultBackend) -> None:
     backend.create([record("a", state=TaskState.FAILED, attempt=3)])
     backend.replace(record("a", meta={"replayed": 1}))
     got = backend.get("a")
@@ -117,7 +121,7 @@ def test_replace_resets_a_terminal_record(backend: Backend) -> None:
     assert backend.get("new") is not None
 
 
-def test_set_progress_is_fenced(backend: Backend) -> None:
+def test_set_progress_is_fenced(backend: ResultBackend) -> None:
     backend.create([record("a")])
     backend.transition([move("a", 1, TaskState.RUNNING)])
     assert backend.set_progress("a", 1, 0.25, {"stage": "render"}) is True
@@ -134,7 +138,7 @@ def test_set_progress_is_fenced(backend: Backend) -> None:
     assert backend.set_progress("ghost", 0, 0.5, {}) is False
 
 
-def test_expired_record_is_gone(backend: Backend, clock: ManualClock) -> None:
+def test_expired_record_is_gone(backend: ResultBackend, clock: ManualClock) -> None:
     now = clock.now()
     backend.create([record("short", expires_at=now + 10), record("long", expires_at=now + 100)])
     backend.create([record("forever")])
@@ -148,7 +152,7 @@ def test_expired_record_is_gone(backend: Backend, clock: ManualClock) -> None:
     assert backend.create([record("short", queue="again")]) == [True]
 
 
-def test_expired_id_may_be_created_again(backend: Backend, clock: ManualClock) -> None:
+def test_expired_id_may_be_created_again(backend: ResultBackend, clock: ManualClock) -> None:
     backend.create([record("a", state=TaskState.SUCCEEDED, expires_at=clock.now() + 1)])
     clock.advance(2)
     assert backend.create([record("a")]) == [True]
@@ -156,33 +160,30 @@ def test_expired_id_may_be_created_again(backend: Backend, clock: ManualClock) -
     assert got is not None and got.state == TaskState.QUEUED
 
 
-def test_worker_heartbeats_expire(backend: Backend, clock: ManualClock) -> None:
-    backend.put_worker("w2", {"host": "h", "pid": 2, "queues": ["default"]}, ttl_s=30)
-    backend.put_worker("w1", {"host": "h", "pid": 1}, ttl_s=10)
-    workers = backend.workers()
-    assert [w["id"] for w in workers] == ["w1", "w2"]
-    assert workers[1] == {
-        "host": "h",
-        "pid": 2,
-        "queues": ["default"],
-        "id": "w2",
-        "last_heartbeat": clock.now(),
-    }
+def test_worker_heartbeats_expire(backend: ResultBackend, clock: ManualClock) -> None:
+    telemetry = require(backend, Telemetry)
+    active = ActiveTask(id="t1", task="math.add", queue="default", attempt=0, started_at=5.0)
+    w2 = Heartbeat(id="w2", host="h", pid=2, queues=("default",), active=(active,))
+    telemetry.put_worker(w2, ttl_s=30)
+    telemetry.put_worker(Heartbeat(id="w1", host="h", pid=1), ttl_s=10)
+    workers = telemetry.workers()
+    assert [w.id for w in workers] == ["w1", "w2"]
+    assert workers[1] == dataclasses.replace(w2, last_heartbeat=clock.now())
     clock.advance(11)
-    assert [w["id"] for w in backend.workers()] == ["w2"]
-    backend.put_worker("w1", {"host": "h", "pid": 1}, ttl_s=10)
-    assert backend.workers()[0]["last_heartbeat"] == clock.now()
+    assert [w.id for w in telemetry.workers()] == ["w2"]
+    telemetry.put_worker(Heartbeat(id="w1", host="h", pid=1), ttl_s=10)
+    assert telemetry.workers()[0].last_heartbeat == clock.now()
     backend.remove_worker("w1")
-    assert [w["id"] for w in backend.workers()] == ["w2"]
+    assert [w.id for w in telemetry.workers()] == ["w2"]
 
 
-def test_delete(backend: Backend) -> None:
+def test_delete(backend: ResultBackend) -> None:
     backend.create([record("a"), record("b"), record("c")])
     backend.delete(["a", "c", "missing"])
     assert [backend.get(x) is not None for x in "abc"] == [False, True, False]
 
 
-def test_values_that_are_not_json_are_refused(backend: Backend) -> None:
+def test_values_that_are_not_json_are_refused(backend: ResultBackend) -> None:
     with pytest.raises(BackendError, match="bad"):
         backend.create([record("bad", args={"when": object()})])
     assert backend.get("bad") is None
@@ -193,7 +194,7 @@ def test_values_that_are_not_json_are_refused(backend: Backend) -> None:
     assert got is not None and got.state == TaskState.QUEUED
 
 
-def test_racing_terminal_writes_first_wins(backend_opener: Callable[[], Backend]) -> None:
+def test_racing_terminal_writes_first_wins(backend_opener: Callable[[], ResultBackend]) -> None:
     handles = [backend_opener(), backend_opener()]
     handles[0].create([record(f"t{i}") for i in range(100)])
     outcome: dict[int, list[bool]] = {}

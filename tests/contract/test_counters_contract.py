@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from stemrun.backends.base import CANCEL_REQUESTED, Backend, StatusRecord, Transition
+from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import CANCEL_REQUESTED, StatusRecord, Transition
 from stemrun.clock import ManualClock
 from stemrun.state import TaskState
 
@@ -19,29 +20,31 @@ def _record(task_id: str, state: TaskState = TaskState.QUEUED, attempt: int = 0)
     )
 
 
-def test_counters_start_empty(backend: Backend) -> None:
+def test_counters_start_empty(backend: ResultBackend) -> None:
     assert backend.counters() == {}
 
 
-def test_increments_add_up_and_create_missing_counters(backend: Backend) -> None:
+def test_increments_add_up_and_create_missing_counters(backend: ResultBackend) -> None:
     backend.incr_counters({STARTED: 2, SUCCEEDED: 1})
     backend.incr_counters({STARTED: 3})
     backend.incr_counters({})
     assert backend.counters() == {STARTED: 5, SUCCEEDED: 1}
 
 
-def test_counters_are_shared_by_every_handle(backend_opener: Callable[[], Backend]) -> None:
+def test_counters_are_shared_by_every_handle(backend_opener: Callable[[], ResultBackend]) -> None:
     first, second = backend_opener(), backend_opener()
     first.incr_counters({STARTED: 1})
     second.incr_counters({STARTED: 1, SUCCEEDED: 7})
     assert first.counters() == second.counters() == {STARTED: 2, SUCCEEDED: 7}
 
 
-def test_concurrent_increments_never_lose_a_count(backend_opener: Callable[[], Backend]) -> None:
+def test_concurrent_increments_never_lose_a_count(
+    backend_opener: Callable[[], ResultBackend],
+) -> None:
     handles = [backend_opener() for _ in range(4)]
     rounds = 25
 
-    def add(handle: Backend) -> None:
+    def add(handle: ResultBackend) -> None:
         for _ in range(rounds):
             handle.incr_counters({STARTED: 1, SUCCEEDED: 2})
 
@@ -53,14 +56,14 @@ def test_concurrent_increments_never_lose_a_count(backend_opener: Callable[[], B
     assert handles[0].counters() == {STARTED: 4 * rounds, SUCCEEDED: 8 * rounds}
 
 
-def test_large_totals_stay_exact(backend: Backend) -> None:
+def test_large_totals_stay_exact(backend: ResultBackend) -> None:
     backend.incr_counters({"duration": 2**40})
     backend.incr_counters({"duration": 1})
     assert backend.counters()["duration"] == 2**40 + 1
 
 
 def test_cancel_a_queued_task_makes_it_cancelled_for_good(
-    backend: Backend, clock: ManualClock
+    backend: ResultBackend, clock: ManualClock
 ) -> None:
     backend.create([_record("t1")])
     after = backend.cancel("t1", clock.now(), result_ttl_s=60.0)
@@ -74,7 +77,7 @@ def test_cancel_a_queued_task_makes_it_cancelled_for_good(
     assert backend.transition([running]) == [False]
 
 
-def test_cancel_a_task_waiting_for_its_retry(backend: Backend, clock: ManualClock) -> None:
+def test_cancel_a_task_waiting_for_its_retry(backend: ResultBackend, clock: ManualClock) -> None:
     backend.create([_record("t1", TaskState.RETRIED, attempt=1)])
     after = backend.cancel("t1", clock.now())
     assert after is not None and after.state == TaskState.CANCELLED
@@ -84,7 +87,7 @@ def test_cancel_a_task_waiting_for_its_retry(backend: Backend, clock: ManualCloc
 
 
 def test_cancel_a_running_task_flags_it_and_keeps_it_running(
-    backend: Backend, clock: ManualClock
+    backend: ResultBackend, clock: ManualClock
 ) -> None:
     backend.create([_record("t1", TaskState.RUNNING)])
     after = backend.cancel("t1", clock.now())
@@ -100,18 +103,18 @@ def test_cancel_a_running_task_flags_it_and_keeps_it_running(
     assert final is not None and CANCEL_REQUESTED in final.meta
 
 
-def test_cancel_a_finished_task_changes_nothing(backend: Backend, clock: ManualClock) -> None:
+def test_cancel_a_finished_task_changes_nothing(backend: ResultBackend, clock: ManualClock) -> None:
     backend.create([_record("t1", TaskState.SUCCEEDED)])
     after = backend.cancel("t1", clock.now())
     assert after is not None and after.state == TaskState.SUCCEEDED
     assert after.meta == {}
 
 
-def test_cancel_an_unknown_task(backend: Backend, clock: ManualClock) -> None:
+def test_cancel_an_unknown_task(backend: ResultBackend, clock: ManualClock) -> None:
     assert backend.cancel("nope", clock.now()) is None
 
 
-def test_get_many_returns_the_live_records(backend: Backend) -> None:
+def test_get_many_returns_the_live_records(backend: ResultBackend) -> None:
     backend.create([_record("a"), _record("b", TaskState.RUNNING)])
     found = backend.get_many(["a", "b", "missing", "a"])
     assert sorted(found) == ["a", "b"]

@@ -7,21 +7,21 @@ from collections.abc import Callable
 
 import pytest
 
-from stemrun.backends.base import Backend
+from stemrun.backends.base import ResultBackend
 from stemrun.clock import ManualClock
 
 # -- rate limit slots --------------------------------------------------------------------------
 
 
 def test_first_reservation_is_now_and_later_ones_are_spaced(
-    backend: Backend, clock: ManualClock
+    backend: ResultBackend, clock: ManualClock
 ) -> None:
     now = clock.now()
     slots = [backend.reserve_rate_slot({"task:a": 0.2}, now) for _ in range(4)]
     assert slots == pytest.approx([now, now + 0.2, now + 0.4, now + 0.6])
 
 
-def test_a_passed_slot_does_not_build_credit(backend: Backend, clock: ManualClock) -> None:
+def test_a_passed_slot_does_not_build_credit(backend: ResultBackend, clock: ManualClock) -> None:
     now = clock.now()
     backend.reserve_rate_slot({"task:a": 1.0}, now)
     later = now + 60
@@ -30,7 +30,7 @@ def test_a_passed_slot_does_not_build_credit(backend: Backend, clock: ManualCloc
     assert backend.reserve_rate_slot({"task:a": 1.0}, later) == pytest.approx(later + 1.0)
 
 
-def test_limiters_are_independent_by_key(backend: Backend, clock: ManualClock) -> None:
+def test_limiters_are_independent_by_key(backend: ResultBackend, clock: ManualClock) -> None:
     now = clock.now()
     backend.reserve_rate_slot({"task:a:tenant1": 10.0}, now)
     assert backend.reserve_rate_slot({"task:a:tenant2": 10.0}, now) == pytest.approx(now)
@@ -38,7 +38,7 @@ def test_limiters_are_independent_by_key(backend: Backend, clock: ManualClock) -
 
 
 def test_several_limiters_share_one_slot_honouring_each(
-    backend: Backend, clock: ManualClock
+    backend: ResultBackend, clock: ManualClock
 ) -> None:
     now = clock.now()
     backend.reserve_rate_slot({"queue:q": 5.0}, now)
@@ -51,14 +51,14 @@ def test_several_limiters_share_one_slot_honouring_each(
 
 
 def test_concurrent_reservations_get_distinct_evenly_spaced_slots(
-    backend_opener: Callable[[], Backend], clock: ManualClock
+    backend_opener: Callable[[], ResultBackend], clock: ManualClock
 ) -> None:
     handles = [backend_opener() for _ in range(4)]
     now = clock.now()
     slots: list[float] = []
     lock = threading.Lock()
 
-    def reserve(handle: Backend) -> None:
+    def reserve(handle: ResultBackend) -> None:
         for _ in range(10):
             slot = handle.reserve_rate_slot({"task:a": 0.1}, now)
             with lock:
@@ -75,7 +75,7 @@ def test_concurrent_reservations_get_distinct_evenly_spaced_slots(
 # -- unique keys -------------------------------------------------------------------------------
 
 
-def test_claim_returns_none_then_the_holder(backend: Backend, clock: ManualClock) -> None:
+def test_claim_returns_none_then_the_holder(backend: ResultBackend, clock: ManualClock) -> None:
     now = clock.now()
     assert backend.claim_unique("send:7", "id-1", 60, now) is None
     assert backend.claim_unique("send:7", "id-2", 60, now) == "id-1"
@@ -83,14 +83,14 @@ def test_claim_returns_none_then_the_holder(backend: Backend, clock: ManualClock
     assert backend.claim_unique("send:8", "id-2", 60, now) is None
 
 
-def test_a_claim_lapses_after_its_ttl(backend: Backend, clock: ManualClock) -> None:
+def test_a_claim_lapses_after_its_ttl(backend: ResultBackend, clock: ManualClock) -> None:
     backend.claim_unique("send:7", "id-1", 10, clock.now())
     clock.advance(11)
     assert backend.claim_unique("send:7", "id-2", 10, clock.now()) is None
     assert backend.claim_unique("send:7", "id-3", 10, clock.now()) == "id-2"
 
 
-def test_release_only_by_the_holder(backend: Backend, clock: ManualClock) -> None:
+def test_release_only_by_the_holder(backend: ResultBackend, clock: ManualClock) -> None:
     now = clock.now()
     backend.claim_unique("send:7", "id-1", 60, now)
     assert backend.release_unique("send:7", "id-2") is False
@@ -101,14 +101,14 @@ def test_release_only_by_the_holder(backend: Backend, clock: ManualClock) -> Non
 
 
 def test_racing_claims_have_exactly_one_winner(
-    backend_opener: Callable[[], Backend], clock: ManualClock
+    backend_opener: Callable[[], ResultBackend], clock: ManualClock
 ) -> None:
     handles = [backend_opener() for _ in range(4)]
     now = clock.now()
     results: dict[str, str | None] = {}
     lock = threading.Lock()
 
-    def claim(index: int, handle: Backend) -> None:
+    def claim(index: int, handle: ResultBackend) -> None:
         for n in range(10):
             task_id = f"id-{index}-{n}"
             holder = handle.claim_unique("report:1", task_id, 60, now)
@@ -129,7 +129,7 @@ def test_racing_claims_have_exactly_one_winner(
 
 
 def test_pause_and_resume_are_persistent_and_idempotent(
-    backend_opener: Callable[[], Backend],
+    backend_opener: Callable[[], ResultBackend],
 ) -> None:
     first, second = backend_opener(), backend_opener()
     assert first.paused_queues() == set()

@@ -18,12 +18,13 @@ from stemrun.errors import ScheduleStoreError
 from stemrun.schedules.memory import MemoryScheduleStore
 from stemrun.schedules.sqlite import SqliteScheduleStore
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore
+from stemrun.store_base import InProcessStore
 from tests import services
 from tests.contract.conftest import StoreEnv, postgres_store_url, redis_store_namespace
 
 
 def make_memory_store(env: StoreEnv) -> ScheduleStore:
-    return MemoryScheduleStore.shared("memory://", namespace=env.namespace, clock=env.clock)
+    return MemoryScheduleStore.open("memory://", namespace=env.namespace, clock=env.clock)
 
 
 def make_sqlite_store(env: StoreEnv) -> ScheduleStore:
@@ -68,7 +69,7 @@ def schedule_store_opener(request: pytest.FixtureRequest, store_env: StoreEnv) -
     yield opener
     for store in opened:
         store.close()
-    MemoryScheduleStore.reset_shared()
+    InProcessStore.reset_all()
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from datetime import datetime
 
 import pytest
 
-from stemrun.schedules.store import ScheduleStore, open_schedule_store
+from stemrun.schedules.store import ScheduleStore
+from stemrun.stores import open_schedule_store
 from tests import services
 from tests.e2e.conftest import STEM_YAML, Project, wait_until
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stemrun.schedules.store import open_schedule_store
+from stemrun.stores import open_schedule_store
 from tests.e2e.conftest import STEM_YAML, Project
 
 SCHEDULES = """

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stemrun.backends.base import StatusRecord
+from stemrun.backends.record import StatusRecord
 from stemrun.brokers.base import Message
 from stemrun.client import Stem
 from stemrun.config import load_config

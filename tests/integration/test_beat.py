@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from stemrun.backends.sqlite import SqliteBackend
+from stemrun.beat import Beat
 from stemrun.brokers.sqlite import SqliteBroker
 from stemrun.client import Stem
 from stemrun.clock import ManualClock
 from stemrun.config import config_from_mapping
 from stemrun.config.model import Config
 from stemrun.schedules.apply import apply_schedules
-from stemrun.schedules.beat import Beat
 from stemrun.schedules.sqlite import SqliteScheduleStore
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore
 

@@ -19,7 +19,7 @@ from stemrun.config.model import Config
 from stemrun.metrics import MetricsServer
 from stemrun.observe import metric_totals, queue_views, schedule_views, worker_views
 from stemrun.schedules.apply import apply_schedules
-from stemrun.schedules.store import schedule_store_for
+from stemrun.stores import schedule_store_for
 from stemrun.worker import Worker
 from tests.metrics_parser import parse
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stemrun.backends.base import StatusRecord, Transition, open_backend
 from stemrun.backends.postgres import PostgresBackend
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.clock import ManualClock
 from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.state import TaskState
+from stemrun.stores import open_backend
 
 
 def _record(task_id: str, **fields: object) -> StatusRecord:

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from stemrun.backends.postgres import PostgresBackend
-from stemrun.brokers.base import open_broker
 from stemrun.config.model import TlsConfig
 from stemrun.errors import BackendError, BackendUnavailable, BrokerUnavailable
+from stemrun.stores import open_broker
 from tests import services
 
 MUTUAL = TlsConfig(

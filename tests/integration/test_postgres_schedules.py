@@ -11,7 +11,8 @@ import pytest
 from stemrun.clock import ManualClock
 from stemrun.errors import ScheduleStoreError
 from stemrun.schedules.postgres import PostgresScheduleStore
-from stemrun.schedules.store import ScheduleEntry, open_schedule_store
+from stemrun.schedules.store import ScheduleEntry
+from stemrun.stores import open_schedule_store
 
 
 @pytest.fixture

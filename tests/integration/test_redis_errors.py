@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from stemrun.backends.base import open_backend
-from stemrun.brokers.base import open_broker
 from stemrun.errors import BackendError, BackendUnavailable, BrokerError, BrokerUnavailable
+from stemrun.stores import open_backend, open_broker
 from tests.integration.test_redis_reconnect import RedisServer, free_port, redis_server
 
 __all__ = ["redis_server"]  # the fixture, imported for this module's tests

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stemrun.backends.base import StatusRecord
+from stemrun.backends.record import StatusRecord
 from stemrun.backends.redis import RedisBackend
 from stemrun.brokers.base import Message
 from stemrun.brokers.redis_streams import RedisStreamsBroker

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from stemrun import redis_keys
-from stemrun.backends.base import StatusRecord, Transition
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.backends.redis import RedisBackend
 from stemrun.brokers.base import DeadLetter, Message
 from stemrun.brokers.redis_streams import RedisStreamsBroker

@@ -9,7 +9,7 @@ import time
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from stemrun.backends.base import StatusRecord, Transition
+from stemrun.backends.record import StatusRecord, Transition
 from stemrun.backends.sqlite import SqliteBackend
 from stemrun.brokers.base import Message
 from stemrun.brokers.sqlite import SqliteBroker

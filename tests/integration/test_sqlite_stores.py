@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from stemrun.backends.base import StatusRecord, open_backend
+from stemrun.backends.record import StatusRecord
 from stemrun.backends.sqlite import SqliteBackend
-from stemrun.brokers.base import Message, open_broker
+from stemrun.brokers.base import Message
 from stemrun.brokers.sqlite import SqliteBroker
 from stemrun.errors import BackendError, BrokerError
 from stemrun.sqlite_db import sqlite_path
 from stemrun.state import TaskState
+from stemrun.stores import open_backend, open_broker
 
 
 def test_relative_url_resolves_against_base_dir(tmp_path: Path) -> None:

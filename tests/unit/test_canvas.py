@@ -66,7 +66,7 @@ class Drive:
 
     def __post_init__(self) -> None:
         s = self.stem
-        self.continuations = Continuations(s.config, s.broker, s.backend, s.clock)
+        self.continuations = Continuations(s.config, s.broker, s.backend, s.backend, s.clock)
 
     def fetch(self) -> list[Delivery]:
         return self.stem.broker.fetch(["default", "other"], 100, consumer="t", lease_s=30)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stemrun.backends.base import Backend, StatusRecord
+from stemrun.backends.base import ResultBackend
 from stemrun.backends.memory import MemoryBackend
+from stemrun.backends.record import StatusRecord
 from stemrun.backends.sqlite import SqliteBackend
 from stemrun.cli.app import app
 from stemrun.dashboard import security
@@ -40,13 +41,13 @@ def test_sampler_forgets_samples_older_than_the_window() -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> ResultBackend:
     if request.param == "memory":
         return MemoryBackend()
     return SqliteBackend("sqlite:///stem.db", base_dir=tmp_path)
 
 
-def test_list_records_filters_newest_first_and_pages(backend: Backend) -> None:
+def test_list_records_filters_newest_first_and_pages(backend: ResultBackend) -> None:
     records = [
         StatusRecord(id=f"t{i}", task="a" if i % 2 else "b", state=TaskState.QUEUED, queue="q")
         for i in range(5)

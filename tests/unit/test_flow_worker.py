@@ -17,7 +17,7 @@ from stemrun.envelope import Envelope, decode, encode
 from stemrun.errors import BackendError
 from stemrun.flow import carried_slot
 from stemrun.worker import flow as worker_flow
-from stemrun.worker.flow import HOLD_S, LEAD_S, FlowControl
+from stemrun.worker.flow import HOLD_S, LEAD_S, FlowGate
 from stemrun.worker.lease import Held, Leases
 from stemrun.worker.settle import Settlement
 
@@ -49,7 +49,7 @@ class Rig:
         self.backend = MemoryBackend(clock=self.clock)
         self.leases = Leases(MemoryBroker(clock=self.clock), self.clock)
         self.buffer: deque[str] = deque()
-        self.flow = FlowControl(config, self.backend, self.clock, self.leases, self.buffer)
+        self.flow = FlowGate(config, self.backend, self.clock, self.leases, self.buffer)
         self.count = 0
 
     def held(self, task: str, raw: bytes | None = None, **headers: str) -> Held:

@@ -1,17 +1,19 @@
-"""The dependency direction of STYLE.md holds: lower layers never import higher ones, no cycles."""
+"""The dependency direction of docs/architecture.md holds: lower layers never import higher
+ones, store contracts import no implementation, and no module imports itself round a circle."""
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import stemrun
 
 PACKAGE = Path(stemrun.__file__).parent
 
-# Lowest first. A module may import its own layer or lower ones (brokers/backends excepted).
+# Lowest first. A module may import its own layer or lower ones (the store packages excepted).
 LAYERS: list[set[str]] = [
-    {"errors", "clock", "state", "url", "supervision"},
+    {"errors", "clock", "state", "url", "supervision", "signals", "telemetry"},
     {
         "config",
         "envelope",
@@ -23,12 +25,17 @@ LAYERS: list[set[str]] = [
         "redis_client",
         "postgres_db",
         "flow",
+        "store_base",
     },
-    {"brokers", "backends"},
+    {"brokers", "backends", "schedules"},
     {"retry", "registry", "canvas", "client", "context", "stores"},
-    {"worker", "schedules", "beat", "observe", "metrics", "health"},
-    {"supervisor", "cli", "dashboard", "__main__", "testing"},
+    {"worker", "beat", "observe", "metrics", "health"},
+    {"supervisor", "cli", "dashboard", "__main__"},
 ]
+#: The store packages move bytes for one role each and never import one another.
+STORE_PACKAGES = {"brokers", "backends", "schedules"}
+#: Contract modules: what callers program against. They import no implementation.
+CONTRACTS = {"stemrun.brokers.base", "stemrun.backends.base", "stemrun.schedules.store"}
 
 
 def _top(module: str) -> str:
@@ -42,19 +49,33 @@ def _layer(top: str) -> int:
     raise AssertionError(f"stemrun.{top} is not placed in a layer in {__file__}")
 
 
-def _imports() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        targets = set()
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def _imports() -> dict[str, frozenset[str]]:
+    """Module -> the stemrun modules it imports anywhere (functions and TYPE_CHECKING too)."""
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, frozenset[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets.add(node.module)
+                # `from stemrun.worker import report` imports the submodule stemrun.worker.report
+                subs = {f"{node.module}.{alias.name}" for alias in node.names}
+                found = subs & modules.keys()
+                targets.update(found or {node.module})
             elif isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
-        graph[name] = {t for t in targets if t.startswith("stemrun.") or t == "stemrun"}
+        graph[name] = frozenset(t for t in targets if t.startswith("stemrun.") and t != name)
     return graph
+
+
+def test_every_layer_entry_names_a_real_module() -> None:
+    tops = {_top(module) for module in _imports()}
+    assert set().union(*LAYERS) - tops == set()
 
 
 def test_no_module_imports_a_higher_layer() -> None:
@@ -64,43 +85,45 @@ def test_no_module_imports_a_higher_layer() -> None:
             continue  # the public API re-exports from every layer
         source = _top(module)
         for target in targets:
-            if target == "stemrun":
-                continue
             dest = _top(target)
-            if _layer(dest) > _layer(source) or {source, dest} == {"brokers", "backends"}:
+            other_store = source != dest and {source, dest} <= STORE_PACKAGES
+            if _layer(dest) > _layer(source) or other_store:
                 wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_store_contracts_import_no_implementation() -> None:
+    allowed_inside = {"base", "store", "record", "codec"}
+    wrong = [
+        f"{contract} -> {target}"
+        for contract in CONTRACTS
+        for target in _imports()[contract]
+        if _top(target) in STORE_PACKAGES and target.rsplit(".", 1)[-1] not in allowed_inside
+    ]
     assert wrong == []
 
 
 def test_nothing_imports_the_cli() -> None:
     users = [
-        m
-        for m, targets in _imports().items()
-        if _top(m) != "cli"
-        and m != "stemrun.__main__"
-        and any(t.count(".") and _top(t) == "cli" for t in targets)
+        module
+        for module, targets in _imports().items()
+        if _top(module) not in ("cli", "__main__") and any(_top(t) == "cli" for t in targets)
     ]
     assert users == []
 
 
-def test_no_import_cycles_between_top_level_modules() -> None:
-    edges: dict[str, set[str]] = {}
-    for module, targets in _imports().items():
-        if module == "stemrun":
-            continue
-        src = _top(module)
-        edges.setdefault(src, set()).update(
-            _top(t) for t in targets if t != "stemrun" and _top(t) != src
-        )
-    seen: set[str] = set()
+def test_no_import_cycles_between_modules() -> None:
+    """Any circle, inside a package too (a package's __init__ counts as a module)."""
+    graph = _imports()
+    done: set[str] = set()
 
     def visit(node: str, path: tuple[str, ...]) -> None:
-        assert node not in path, f"import cycle: {' -> '.join((*path, node))}"
-        if node in seen:
+        assert node not in path, f"import cycle: {' -> '.join((*path[path.index(node) :], node))}"
+        if node in done:
             return
-        for nxt in edges.get(node, ()):
-            visit(nxt, (*path, node))
-        seen.add(node)
+        for target in sorted(graph.get(node, ())):
+            visit(target, (*path, node))
+        done.add(node)
 
-    for start in edges:
+    for start in sorted(graph):
         visit(start, ())

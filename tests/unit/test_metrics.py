@@ -6,20 +6,15 @@ from typing import Any
 
 import pytest
 
-from stemrun.backends.base import Transition
 from stemrun.backends.memory import MemoryBackend
+from stemrun.backends.record import Transition
 from stemrun.brokers.base import Delivery
 from stemrun.config.model import TaskConfig
 from stemrun.envelope import Envelope
 from stemrun.metrics import Snapshot, render
-from stemrun.observe import (
-    counter_name,
-    heartbeat_ttl,
-    parse_counters,
-    totals,
-    worker_view,
-)
+from stemrun.observe import totals, worker_view
 from stemrun.state import TaskState
+from stemrun.telemetry import ActiveTask, Heartbeat, counter_name, heartbeat_ttl, parse_counters
 from stemrun.worker.execute import Outcome
 from stemrun.worker.lease import Held
 from stemrun.worker.metrics import Recorder
@@ -118,12 +113,10 @@ def test_totals_add_every_queue_per_task() -> None:
 
 
 def test_a_worker_is_stale_after_three_silent_intervals() -> None:
-    beat: dict[str, Any] = {
-        "id": "w",
-        "last_heartbeat": 100.0,
-        "heartbeat_interval_s": 2.0,
-        "active": [{"id": "t", "task": "x", "started_at": 90.0}],
-    }
+    active = ActiveTask(id="t", task="x", queue="q", attempt=0, started_at=90.0)
+    beat = Heartbeat(
+        id="w", host="h", pid=1, last_heartbeat=100.0, heartbeat_interval_s=2.0, active=(active,)
+    )
     assert worker_view(beat, 105.9)["stale"] is False
     view = worker_view(beat, 106.1)
     assert view["stale"] is True

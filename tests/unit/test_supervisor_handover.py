@@ -11,6 +11,7 @@ from stemrun.config import config_from_mapping
 from stemrun.config.model import Config
 from stemrun.supervisor.children import Child
 from stemrun.supervisor.handover import READY_TIMEOUT_S, Handovers
+from stemrun.telemetry import Heartbeat
 
 
 class FakeProcess:
@@ -31,7 +32,7 @@ def setup() -> tuple[Handovers, MemoryBackend, Config]:
     config = config_from_mapping({"version": 1, "broker": url}, root_dir=Path("/srv"), env={})
     handovers = Handovers()
     handovers.use(config)
-    return handovers, MemoryBackend.shared(url, namespace=config.namespace), config
+    return handovers, MemoryBackend.open(url, namespace=config.namespace), config
 
 
 def test_old_worker_keeps_serving_until_the_replacement_heartbeats() -> None:
@@ -39,7 +40,7 @@ def test_old_worker_keeps_serving_until_the_replacement_heartbeats() -> None:
     old, new = child(10, "h.web.0"), child(11, "h.web.0.g2")
     handovers.add("worker:web:0", old, now=0.0)
     assert handovers.due({"worker:web:0": new}, now=1.0) == []
-    backend.put_worker("h.web.0.g2", {"id": "h.web.0.g2", "pid": 11}, ttl_s=30)
+    backend.put_worker(Heartbeat(id="h.web.0.g2", host="h", pid=11), ttl_s=30)
     assert handovers.due({"worker:web:0": new}, now=1.1) == []  # checks are spaced out
     assert handovers.due({"worker:web:0": new}, now=1.5) == [
         (old, "its replacement pid 11 is serving")
@@ -50,7 +51,7 @@ def test_old_worker_keeps_serving_until_the_replacement_heartbeats() -> None:
 def test_a_stale_heartbeat_with_the_same_name_but_another_pid_does_not_count() -> None:
     handovers, backend, _ = setup()
     old, new = child(10, "h.web.0"), child(11, "h.web.0.g2")
-    backend.put_worker("h.web.0.g2", {"id": "h.web.0.g2", "pid": 999}, ttl_s=30)
+    backend.put_worker(Heartbeat(id="h.web.0.g2", host="h", pid=999), ttl_s=30)
     handovers.add("worker:web:0", old, now=0.0)
     assert handovers.due({"worker:web:0": new}, now=1.0) == []
 

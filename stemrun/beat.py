@@ -25,7 +25,8 @@ from stemrun.config.model import Config
 from stemrun.errors import StemrunError, UsageError
 from stemrun.schedules.apply import apply_schedules
 from stemrun.schedules.spec import fire_id, next_fire, parse_spec, to_datetime, to_epoch, zone
-from stemrun.schedules.store import ScheduleEntry, ScheduleStore, schedule_store_for
+from stemrun.schedules.store import ScheduleEntry, ScheduleStore
+from stemrun.stores import schedule_store_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
 
 log = logging.getLogger("stemrun.beat")
@@ -198,7 +199,7 @@ class Beat:
         )
 
     def _signals(self) -> Callable[[], None]:
-        from stemrun.worker import signals
+        from stemrun import signals
 
         return signals.install(lambda graceful: self.stop(), self._stopping)
 
