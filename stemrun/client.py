@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from stemrun.backends.base import FlowControl, ResultBackend, Telemetry
 from stemrun.backends.record import StatusRecord
-from stemrun.brokers.base import Broker, DeadLetter, DeadLetterAdmin, Message
+from stemrun.brokers.base import Broker, DeadLetter, DeadLetterAdmin
 from stemrun.canvas import Canvas, SignatureLike, Step, check, link_info, signature
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, UniqueConfig
-from stemrun.envelope import Envelope, Signer, encode, peek_task, with_delivery
-from stemrun.errors import DecodeError, UnknownQueue, UsageError, WaitTimeout
+from stemrun.enqueue import (
+    EnqueueOptions,
+    Item,
+    When,
+    build_envelope,
+    check_queue,
+    message_of,
+    options_of,
+    queued_record,
+)
+from stemrun.envelope import Envelope, Signer, peek_task, with_delivery
+from stemrun.errors import DecodeError, UsageError, WaitTimeout
 from stemrun.flow import Claim, claim_all, release_all
 from stemrun.registry import Registry
 from stemrun.signing import signer_for
@@ -32,23 +40,7 @@ TaskStatus = StatusRecord
 #: How often `wait` polls the result backend; low enough for ~ms latency, cheap on every store.
 WAIT_POLL_S = 0.01
 
-When = float | datetime  # epoch seconds or an aware datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueOptions:
-    """Per-call options of an enqueue; None means the task's configured default."""
-
-    headers: Mapping[str, Any] | None = None
-    queue: str | None = None
-    priority: int | None = None
-    countdown: float | None = None
-    eta: When | None = None
-    expires: float | When | None = None
-    task_id: str | None = None
-    parent_id: str | None = None
-    root_id: str | None = None
-    canvas: Mapping[str, Any] | None = None  # set by stemrun.canvas: what follows this task
+__all__ = ["WAIT_POLL_S", "EnqueueOptions", "Stem", "TaskStatus", "When"]
 
 
 class Stem:
@@ -147,12 +139,7 @@ class Stem:
         check(self.config, follow_ups)
         return self.enqueue_many([(task, args or {}, options)])[0]
 
-    def enqueue_many(
-        self,
-        items: Iterable[
-            tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], EnqueueOptions]
-        ],
-    ) -> list[str]:
+    def enqueue_many(self, items: Iterable[Item]) -> list[str]:
         """Publish a batch in one store round trip; returns the ids in order.
 
         Every item is validated before anything is published. A task with a `unique` key costs
@@ -162,8 +149,8 @@ class Stem:
         """
         signer = self._signer_or_refuse()
         now = self.clock.now()
-        envelopes = [self._build(item[0], item[1], _options(item), now) for item in items]
-        messages = [_message(env, signer) for env in envelopes]
+        envelopes = [self._build(item[0], item[1], options_of(item), now) for item in items]
+        messages = [message_of(env, signer) for env in envelopes]
         # Unique keys are claimed before anything is written: a duplicate publishes nothing.
         uniques = self._uniques(envelopes)
         has_unique = any(spec for spec, _ in uniques)
@@ -171,7 +158,7 @@ class Stem:
             claim_all(self.flow, uniques, now, self._finished) if has_unique else ({}, [])
         )
         keep = [i for i in range(len(envelopes)) if i not in dupes]
-        created = self.backend.create([_queued_record(envelopes[i]) for i in keep])
+        created = self.backend.create([queued_record(envelopes[i]) for i in keep])
         fresh = [messages[i] for i, is_new in zip(keep, created, strict=True) if is_new]
         fresh_ids = {msg.id for msg in fresh}
         self._release([c for c in claims if c.task_id not in fresh_ids])
@@ -269,7 +256,7 @@ class Stem:
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, oldest first. Raises UnknownQueue for an undeclared queue."""
         if queue is not None:
-            self._check_queue(queue)
+            check_queue(self.config, queue)
         return self.dead_letter_admin.dead_letters(queue, limit)
 
     def replay(self, entries: Sequence[DeadLetter], *, delay: float = 0.0) -> list[str]:
@@ -302,7 +289,7 @@ class Stem:
                 raise UsageError("purge dead letters by queue or by id, not both")
             return self.dead_letter_admin.delete_dead_letters(task_ids)
         if queue is not None:
-            self._check_queue(queue)
+            check_queue(self.config, queue)
         return self.dead_letter_admin.purge_dead_letters(queue)
 
     def close(self) -> None:
@@ -336,33 +323,7 @@ class Stem:
     def _build(
         self, task: str, args: Mapping[str, Any], options: EnqueueOptions, now: float
     ) -> Envelope:
-        spec = self.registry.task(task)
-        queue = options.queue or spec.queue
-        self._check_queue(queue)
-        priority = spec.priority if options.priority is None else options.priority
-        if not 0 <= priority <= 9:
-            raise UsageError(f"priority must be between 0 and 9, got {priority}")
-        expires = options.expires if options.expires is not None else spec.expires_s
-        return Envelope(
-            id=options.task_id or uuid.uuid4().hex,
-            task=task,
-            queue=queue,
-            args=_json_object(args, "args"),
-            headers=_json_object(options.headers or {}, "headers"),
-            priority=priority,
-            created_at=now,
-            expires_at=_deadline(expires, now),
-            parent_id=options.parent_id,
-            root_id=options.root_id,
-            canvas=None if options.canvas is None else dict(options.canvas),
-            eta=_eta(options.countdown, options.eta, now),
-        )
-
-    def _check_queue(self, queue: str) -> None:
-        declared = set(self.config.queues) | {self.config.default_queue}
-        if queue not in declared:
-            known = ", ".join(sorted(declared))
-            raise UnknownQueue(f"queue {queue!r} is not declared in stem.yaml (declared: {known})")
+        return build_envelope(self.config, task, self.registry.task(task), args, options, now)
 
     def _replayed_record(self, entry: DeadLetter, now: float) -> StatusRecord:
         old = self.backend.get(entry.id)
@@ -395,66 +356,3 @@ class Stem:
                 "replayed_from": entry.reason,
             },
         )
-
-
-def _options(
-    item: tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], EnqueueOptions],
-) -> EnqueueOptions:
-    return item[2] if len(item) == 3 else EnqueueOptions()
-
-
-def _json_object(value: Mapping[str, Any], what: str) -> dict[str, Any]:
-    # Only the shape is checked here; `_message` proves JSON-serialisability by encoding.
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{what} must be a JSON object (a mapping), got {type(value).__name__}")
-    return dict(value)
-
-
-def _epoch(when: When) -> float:
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            raise UsageError(f"datetime {when.isoformat()} needs a timezone (UTC offset)")
-        return when.timestamp()
-    return float(when)
-
-
-def _eta(countdown: float | None, eta: When | None, now: float) -> float | None:
-    if countdown is not None and eta is not None:
-        raise UsageError("give either countdown or eta, not both")
-    if countdown is not None:
-        if countdown < 0:
-            raise UsageError(f"countdown must not be negative, got {countdown}")
-        return now + countdown if countdown > 0 else None
-    return None if eta is None else _epoch(eta)
-
-
-def _deadline(expires: float | When | None, now: float) -> float | None:
-    if expires is None:
-        return None
-    if isinstance(expires, datetime):
-        return _epoch(expires)
-    return now + float(expires)
-
-
-def _queued_record(env: Envelope) -> StatusRecord:
-    return StatusRecord(
-        id=env.id,
-        task=env.task,
-        state=TaskState.QUEUED,
-        queue=env.queue,
-        args=env.args,
-        created_at=env.created_at,
-        parent_id=env.parent_id,
-        root_id=env.root_id,
-        meta={"headers": env.headers} if env.headers else {},
-    )
-
-
-def _message(env: Envelope, signer: Signer | None = None) -> Message:
-    try:
-        body = encode(env, signer)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(
-            f"args and headers of task {env.task!r} must be JSON-serialisable: {exc}"
-        ) from exc
-    return Message(id=env.id, queue=env.queue, body=body, priority=env.priority, eta=env.eta)

@@ -2,7 +2,7 @@
 
 Each distinct store URL is opened and pinged once, in its own thread with a deadline, so one
 hanging store neither delays the others nor the probe past its timeout. Nothing imports task
-handlers. A TLS failure is reported with the SPEC §8 diagnostics (component, host:port, CA,
+handlers. A TLS failure is reported with the docs/tls.md diagnostics (component, host:port, CA,
 client certificate, the STEM_TLS_ALLOW_INSECURE hint).
 """
 
@@ -178,7 +178,7 @@ class _Probe:
 
 
 def tls_diagnostics(role: str, url: str, tls: TlsConfig | None, reason: str) -> tuple[str, bool]:
-    """The SPEC §8 handshake warning for `url` (host:port, CA, client cert, hint)."""
+    """The docs/tls.md handshake warning for `url` (host:port, CA, client cert, hint)."""
     parts = urlsplit(url)
     kind = kind_of(url)
     port = parts.port or (kind.default_port if kind else None)

@@ -1,9 +1,11 @@
-"""Prometheus text exposition rendered from the stores, and the small HTTP server that serves it.
+"""The Prometheus endpoint: prometheus_client serving a collector that reads the stores per scrape.
 
 Every number comes from the shared stores (see stemrun/observe.py), not from the process that
 serves it: any endpoint shows the totals of every worker. A worker serves `GET /metrics` on
 `metrics.port` itself, except under `stemrun up`, whose supervisor serves the one endpoint for
-all of its children (it sets `METRICS_SERVER_ENV` for them).
+all of its children (it sets `METRICS_SERVER_ENV` for them). Metric names, types and labels are
+documented in docs/observability.md. prometheus_client is imported only by the functions that
+serve, so importing this module (every `stemrun` command does) stays cheap.
 """
 
 from __future__ import annotations
@@ -12,27 +14,32 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from stemrun.client import Stem
 from stemrun.config.model import Config
 from stemrun.errors import StemrunError
-from stemrun.observe import by_queue_state, in_flight, queue_views, schedule_views, worker_views
+from stemrun.observe import (
+    by_queue_state,
+    duration_series,
+    in_flight,
+    outcome_series,
+    queue_views,
+    schedule_views,
+    worker_states,
+    worker_views,
+)
 from stemrun.schedules.store import ScheduleStore
 from stemrun.stores import schedule_store_for
-from stemrun.telemetry import (
-    BUCKET,
-    BUCKETS,
-    DURATION_US,
-    OUTCOMES,
-    Counter,
-    format_bound,
-    parse_counters,
-)
+from stemrun.telemetry import Counter, parse_counters
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("stemrun.metrics")
 
@@ -41,147 +48,143 @@ METRICS_SERVER_ENV = "STEMRUN_METRICS_SERVED_BY"
 #: The interface the endpoint binds; loopback unless this environment variable says otherwise.
 METRICS_HOST_ENV = "STEMRUN_METRICS_HOST"
 DEFAULT_HOST = "127.0.0.1"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-Labels = tuple[tuple[str, str], ...]
+TASK_LABELS = ("task", "queue")
 
 _HELP = {
-    "started": "Attempts started.",
-    "succeeded": "Attempts that succeeded.",
-    "failed": "Tasks that failed for good (retries exhausted or rejected).",
-    "retried": "Attempts that failed and were scheduled again.",
-    "dead_lettered": "Envelopes moved to a dead-letter store.",
-    "cancelled": "Tasks cancelled (stemrun cancel, or expired before they started).",
+    "stem_tasks_started_total": "Attempts started.",
+    "stem_tasks_succeeded_total": "Attempts that succeeded.",
+    "stem_tasks_failed_total": "Tasks that failed for good (retries exhausted or rejected).",
+    "stem_tasks_retried_total": "Attempts that failed and were scheduled again.",
+    "stem_tasks_dead_lettered_total": "Envelopes moved to a dead-letter store.",
+    "stem_tasks_cancelled_total": (
+        "Tasks cancelled (stemrun cancel, or expired before they started)."
+    ),
+    "stem_task_duration_seconds": "Run time of attempts, from start to outcome.",
+    "stem_queue_depth": "Messages per queue and state.",
+    "stem_queue_paused": "1 while the queue is paused.",
+    "stem_tasks_in_flight": "Tasks running on live workers.",
+    "stem_workers": "Workers with a kept heartbeat.",
+    "stem_schedule_drift_seconds": "How overdue each enabled schedule's next fire is.",
 }
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
-    """The store-side numbers one scrape renders."""
+    """The store-side numbers one scrape exposes."""
 
-    counters: list[Counter] = field(default_factory=list)
-    queues: list[dict[str, Any]] = field(default_factory=list)
-    workers: list[dict[str, Any]] = field(default_factory=list)
-    schedules: list[dict[str, Any]] = field(default_factory=list)
+    counters: Sequence[Counter] = ()
+    queues: Sequence[Mapping[str, Any]] = ()
+    workers: Sequence[Mapping[str, Any]] = ()
+    schedules: Sequence[Mapping[str, Any]] = ()
 
 
-def collect(stem: Stem, now: float, schedules: ScheduleStore | None = None) -> Snapshot:
+def read(stem: Stem, now: float, schedules: ScheduleStore | None = None) -> Snapshot:
     """Read every store once. Raises BrokerError / BackendError (schedules are optional)."""
-    snapshot = Snapshot(
-        counters=parse_counters(stem.telemetry.counters()),
-        queues=queue_views(stem),
-        workers=worker_views(stem, now),
-    )
+    counters = parse_counters(stem.telemetry.counters())
+    queues, workers = queue_views(stem), worker_views(stem, now)
+    drift: list[dict[str, Any]] = []
     try:
         if schedules is not None:
-            snapshot.schedules = schedule_views(schedules, now)
+            drift = schedule_views(schedules, now)
     except StemrunError as exc:  # a scrape without schedule drift beats no scrape
         log.warning("metrics: could not read the schedule store: %s", exc)
-    return snapshot
+    return Snapshot(counters=counters, queues=queues, workers=workers, schedules=drift)
 
 
-def render(snapshot: Snapshot) -> str:
-    """The snapshot in Prometheus text exposition format 0.0.4."""
-    lines: list[str] = []
-    for kind in OUTCOMES:
-        samples = _sum_by_labels(c for c in snapshot.counters if c.kind == kind)
-        _family(lines, f"stem_tasks_{kind}_total", "counter", _HELP[kind], samples)
-    _histogram(lines, snapshot.counters)
-    depth: dict[Labels, float] = {
-        (("queue", queue), ("state", state)): value
-        for (queue, state), value in by_queue_state(snapshot.queues).items()
-    }
-    _family(lines, "stem_queue_depth", "gauge", "Messages per queue and state.", depth)
-    paused: dict[Labels, float] = {
-        (("queue", str(q["name"])),): float(bool(q.get("paused"))) for q in snapshot.queues
-    }
-    _family(lines, "stem_queue_paused", "gauge", "1 while the queue is paused.", paused)
-    running: dict[Labels, float] = {(): in_flight(snapshot.workers)}
-    _family(lines, "stem_tasks_in_flight", "gauge", "Tasks running on live workers.", running)
-    workers: dict[Labels, float] = {
-        (("state", "live"),): sum(1 for w in snapshot.workers if not w["stale"]),
-        (("state", "stale"),): sum(1 for w in snapshot.workers if w["stale"]),
-    }
-    _family(lines, "stem_workers", "gauge", "Workers with a kept heartbeat.", workers)
-    drift: dict[Labels, float] = {
-        (("schedule", str(s["name"])),): float(s["drift_s"]) for s in snapshot.schedules
-    }
-    _family(
-        lines,
-        "stem_schedule_drift_seconds",
-        "gauge",
-        "How overdue each enabled schedule's next fire is.",
-        drift,
-    )
-    return "\n".join(lines) + "\n"
+def families(snapshot: Snapshot) -> list[Metric]:
+    """Every metric family of docs/observability.md, with the snapshot's samples."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-
-def _sum_by_labels(counters: Iterable[Counter]) -> dict[Labels, float]:
-    samples: dict[Labels, float] = defaultdict(float)
-    for item in counters:
-        samples[(("task", item.task), ("queue", item.queue))] += item.value
-    return dict(samples)
-
-
-def _family(
-    lines: list[str], name: str, kind: str, help_text: str, samples: Mapping[Labels, float]
-) -> None:
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} {kind}")
-    for labels, value in sorted(samples.items()):
-        lines.append(f"{name}{_labels(labels)} {_number(value)}")
-
-
-def _histogram(lines: list[str], counters: Iterable[Counter]) -> None:
+    found: list[Metric] = []
+    for kind, series in outcome_series(snapshot.counters).items():
+        name = f"stem_tasks_{kind}_total"
+        counter = CounterMetricFamily(name, _HELP[name], labels=TASK_LABELS)
+        for labels, total in series.items():
+            counter.add_metric(labels, total)
+        found.append(counter)
     name = "stem_task_duration_seconds"
-    lines.append(f"# HELP {name} Run time of attempts, from start to outcome.")
-    lines.append(f"# TYPE {name} histogram")
-    hits: dict[Labels, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    sums: dict[Labels, int] = defaultdict(int)
-    for item in counters:
-        labels: Labels = (("task", item.task), ("queue", item.queue))
-        if item.kind == BUCKET and item.le is not None:
-            hits[labels][item.le] += item.value
-        elif item.kind == DURATION_US:
-            sums[labels] += item.value
-    for labels in sorted(hits.keys() | sums.keys()):
-        seen = 0
-        for bound in [*map(format_bound, BUCKETS), "+Inf"]:
-            seen += hits[labels].get(bound, 0)  # stored per bucket; exposed cumulative
-            lines.append(f"{name}_bucket{_labels((*labels, ('le', bound)))} {seen}")
-        lines.append(f"{name}_sum{_labels(labels)} {_number(sums[labels] / 1e6)}")
-        lines.append(f"{name}_count{_labels(labels)} {seen}")
+    histogram = HistogramMetricFamily(name, _HELP[name], labels=TASK_LABELS)
+    for labels, (buckets, sum_s) in duration_series(snapshot.counters).items():
+        histogram.add_metric(labels, [(le, float(n)) for le, n in buckets], sum_value=sum_s)
+    return [*found, histogram, *_gauges(snapshot)]
 
 
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels)
-    return "{" + inner + "}"
+def _gauges(snapshot: Snapshot) -> list[Metric]:
+    depth = {key: float(n) for key, n in by_queue_state(snapshot.queues).items()}
+    paused = {(str(q["name"]),): float(bool(q.get("paused"))) for q in snapshot.queues}
+    workers = {(state,): float(n) for state, n in worker_states(snapshot.workers).items()}
+    drift = {(str(s["name"]),): float(s["drift_s"]) for s in snapshot.schedules}
+    return [
+        _gauge("stem_queue_depth", ("queue", "state"), depth),
+        _gauge("stem_queue_paused", ("queue",), paused),
+        _gauge("stem_tasks_in_flight", (), {(): float(in_flight(snapshot.workers))}),
+        _gauge("stem_workers", ("state",), workers),
+        _gauge("stem_schedule_drift_seconds", ("schedule",), drift),
+    ]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _gauge(name: str, labels: Sequence[str], samples: Mapping[Any, float]) -> Metric:
+    from prometheus_client.core import GaugeMetricFamily
+
+    gauge = GaugeMetricFamily(name, _HELP[name], labels=labels)
+    for values, value in sorted(samples.items()):
+        gauge.add_metric(values, value)
+    return gauge
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+class StoreCollector:
+    """A prometheus_client collector reading the stores on every scrape, one scrape at a time."""
+
+    def __init__(self, stem: Stem) -> None:
+        self._stem = stem
+        self._schedules: ScheduleStore | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        """The families without samples, read from no store: how `?name[]=` filters find us."""
+        return families(Snapshot())
+
+    def collect(self) -> list[Metric]:
+        """The families now. Raises StemrunError when the broker or result backend fails."""
+        with self._lock:
+            return families(read(self._stem, time.time(), self._schedule_store()))
+
+    def _schedule_store(self) -> ScheduleStore | None:
+        if self._schedules is None:
+            try:
+                self._schedules = schedule_store_for(self._stem.config)
+            except StemrunError as exc:  # tried again at the next scrape
+                log.warning("metrics: no schedule store: %s", exc)
+        return self._schedules
+
+    def close(self) -> None:
+        """Close the stores (after the last scrape)."""
+        with self._lock:
+            if self._schedules is not None:
+                self._schedules.close()
+            self._stem.close()
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------------
 
 
 class MetricsServer:
-    """`GET /metrics` on a thread of this process; one scrape at a time reads the stores."""
+    """`GET /metrics` from prometheus_client's WSGI app, on a daemon thread of this process."""
 
     def __init__(self, config: Config, port: int, host: str | None = None) -> None:
         """Raises OSError when the port cannot be bound."""
-        self._stem = Stem(config)
-        self._schedules: ScheduleStore | None = None
-        self._lock = threading.Lock()
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+
+        self._collector = StoreCollector(Stem(config))
+        registry = CollectorRegistry()  # not the global one: it holds this process's own metrics
+        registry.register(self._collector)
         bind = host or os.environ.get(METRICS_HOST_ENV) or DEFAULT_HOST
-        self._httpd = _Http((bind, port), _Handler)
-        self._httpd.scrape = self.scrape
+        try:
+            self._httpd = _bind(bind, port, _only_metrics(make_wsgi_app(registry)))
+        except OSError:
+            self._collector.close()
+            raise
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="stemrun-metrics", daemon=True
         )
@@ -197,24 +200,47 @@ class MetricsServer:
         log.info("serving metrics on http://%s:%d/metrics", *self._httpd.server_address[:2])
         return self
 
-    def scrape(self) -> str:
-        """The exposition text now. Raises StemrunError when a store fails."""
-        with self._lock:
-            if self._schedules is None:
-                try:
-                    self._schedules = schedule_store_for(self._stem.config)
-                except StemrunError as exc:
-                    log.warning("metrics: no schedule store: %s", exc)
-            return render(collect(self._stem, time.time(), self._schedules))
-
     def close(self) -> None:
         """Stop serving and close the stores."""
-        self._httpd.shutdown()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()
-        with self._lock:
-            if self._schedules is not None:
-                self._schedules.close()
-            self._stem.close()
+        self._collector.close()
+
+
+def _bind(host: str, port: int, app: WSGIApplication) -> WSGIServer:
+    """A threading WSGI server bound to host:port, logging requests at debug level only."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics: " + format, *args)
+
+    return make_server(
+        host, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler
+    )
+
+
+def _only_metrics(app: WSGIApplication) -> WSGIApplication:
+    """`app` on /metrics, 404 elsewhere; a failed scrape is a logged 500, never a dead server."""
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            return _reply(start_response, "404 Not Found", "not found: try /metrics\n")
+        try:
+            return app(environ, start_response)
+        except Exception as exc:  # the HTTP edge
+            log.exception("metrics scrape failed")
+            return _reply(start_response, "500 Internal Server Error", f"scrape failed: {exc}\n")
+
+    return serve
+
+
+def _reply(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+    return [text.encode()]
 
 
 def serve_worker_metrics(config: Config) -> MetricsServer | None:
@@ -250,35 +276,3 @@ def follow_metrics(server: MetricsServer | None, old: Config, new: Config) -> Me
 def _endpoint_key(config: Config) -> tuple[Any, ...]:
     stores = (config.broker, config.result_backend, config.schedule_store, config.namespace)
     return (config.metrics_port, *stores, tuple(config.queues), config.tls)
-
-
-class _Http(ThreadingHTTPServer):
-    daemon_threads = True
-    scrape: Any = None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Http
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._reply(404, "text/plain; charset=utf-8", "not found: try /metrics\n")
-            return
-        try:
-            body = self.server.scrape()
-        except Exception as exc:  # the HTTP edge: a failed scrape is a 500, never a dead server
-            log.exception("metrics scrape failed")
-            self._reply(500, "text/plain; charset=utf-8", f"scrape failed: {exc}\n")
-            return
-        self._reply(200, CONTENT_TYPE, body)
-
-    def _reply(self, code: int, content_type: str, text: str) -> None:
-        data = text.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics: " + format, *args)

@@ -16,17 +16,29 @@ from typing import TYPE_CHECKING, Any
 from stemrun.brokers.base import QueueMonitor
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore
 from stemrun.store_base import require
-from stemrun.telemetry import OUTCOMES, Counter, Heartbeat, parse_counters
+from stemrun.telemetry import (
+    BUCKET,
+    BUCKETS,
+    DURATION_US,
+    OUTCOMES,
+    Counter,
+    Heartbeat,
+    format_bound,
+    parse_counters,
+)
 
 if TYPE_CHECKING:
     from stemrun.client import Stem
+
+#: Cumulative `(le, hits)` buckets through +Inf, and the summed seconds, of one histogram series.
+Histogram = tuple[list[tuple[str, int]], float]
 
 
 # -- views --------------------------------------------------------------------------------------
 
 
 def totals(counters: Iterable[Counter]) -> dict[str, Any]:
-    """`{"tasks": {outcome: n}, "by_task": {task: {outcome: n}}}` (SPEC `observe metrics`)."""
+    """`{"tasks": {outcome: n}, "by_task": {task: {outcome: n}}}`, as `observe metrics --json`."""
     overall = dict.fromkeys(OUTCOMES, 0)
     by_task: dict[str, dict[str, int]] = {}
     for item in counters:
@@ -36,6 +48,37 @@ def totals(counters: Iterable[Counter]) -> dict[str, Any]:
         row = by_task.setdefault(item.task, dict.fromkeys(OUTCOMES, 0))
         row[item.kind] += item.value
     return {"tasks": overall, "by_task": dict(sorted(by_task.items()))}
+
+
+def outcome_series(counters: Iterable[Counter]) -> dict[str, dict[tuple[str, str], int]]:
+    """`outcome -> (task, queue) -> total`, every outcome present, series sorted."""
+    series: dict[str, dict[tuple[str, str], int]] = {kind: defaultdict(int) for kind in OUTCOMES}
+    for item in counters:
+        if item.kind in series:
+            series[item.kind][(item.task, item.queue)] += item.value
+    return {kind: dict(sorted(rows.items())) for kind, rows in series.items()}
+
+
+def duration_series(counters: Iterable[Counter]) -> dict[tuple[str, str], Histogram]:
+    """`(task, queue) -> ([(le, cumulative hits)...], summed seconds)` of the run time histogram.
+
+    Each bucket is stored as its own counter; the bounds run through +Inf, whose count is the total.
+    """
+    hits: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    sums: dict[tuple[str, str], int] = defaultdict(int)
+    for item in counters:
+        if item.kind == BUCKET and item.le is not None:
+            hits[(item.task, item.queue)][item.le] += item.value
+        elif item.kind == DURATION_US:
+            sums[(item.task, item.queue)] += item.value
+    series = {}
+    for labels in sorted(hits.keys() | sums.keys()):
+        seen, buckets = 0, []
+        for bound in [*map(format_bound, BUCKETS), "+Inf"]:
+            seen += hits[labels].get(bound, 0)
+            buckets.append((bound, seen))
+        series[labels] = (buckets, sums[labels] / 1e6)
+    return series
 
 
 def metric_totals(stem: Stem) -> dict[str, Any]:
@@ -111,6 +154,12 @@ def schedule_views(store: ScheduleStore, now: float) -> list[dict[str, Any]]:
 def in_flight(workers: Iterable[Mapping[str, Any]]) -> int:
     """Tasks running right now on workers that are not stale."""
     return sum(len(view.get("active") or []) for view in workers if not view.get("stale"))
+
+
+def worker_states(workers: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """`{"live": n, "stale": n}`: workers with a kept heartbeat, by staleness."""
+    flags = [bool(view.get("stale")) for view in workers]
+    return {"live": flags.count(False), "stale": flags.count(True)}
 
 
 def by_queue_state(queues: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:

@@ -1,23 +1,21 @@
 """Postgres plumbing shared by the result backend, the schedule store and the broker.
 
 One connection per store object, guarded by a lock and reopened after a failure or a fork;
-connection parameters built from the URL plus the tls section; named queries loaded from a `.sql`
-file; tables created when missing under a transaction-scoped advisory lock, so several processes
-starting at once on an empty schema all succeed; and psycopg errors translated into stemrun
-errors naming the role and the masked URL.
+connection parameters built from the URL plus the tls section; tables created when missing under
+a transaction-scoped advisory lock, so several processes starting at once on an empty schema all
+succeed; and psycopg errors translated into stemrun errors naming the role and the masked URL.
+`PostgresDatabase` is the Postgres dialect of `stemrun.sql_db.SqlDatabase`: reads and lone
+statements run in autocommit, and a batch travels as one array per column that the query unnests.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import resources
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -25,8 +23,12 @@ from psycopg import conninfo, errors
 
 from stemrun.config.model import TlsConfig
 from stemrun.errors import StemrunError
+from stemrun.sql_db import SqlConnection, SqlDatabase
 from stemrun.tls import handshake_warning, looks_like_tls_failure, postgres_kwargs
 from stemrun.url import mask_url
+
+if TYPE_CHECKING:
+    from stemrun.store_base import Store
 
 #: A store that does not answer within this many seconds is reported unavailable.
 CONNECT_TIMEOUT_S = 5
@@ -38,8 +40,6 @@ T = TypeVar("T")
 
 tls_log = logging.getLogger("stemrun.tls")
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_QUERY_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 # Connections inherited through fork() are parked here, never closed nor collected: finalising
@@ -61,38 +61,15 @@ def connection_params(url: str, tls: TlsConfig | None) -> dict[str, Any]:
     return params
 
 
-def check_namespace(namespace: str) -> str:
-    """The namespace, if it is a valid SQL identifier prefix; raises ValueError otherwise."""
-    if not _IDENTIFIER.match(namespace):
-        raise ValueError(
-            f"namespace {namespace!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*) "
-            "because it prefixes table names"
-        )
-    return namespace
-
-
-@functools.cache
-def _query_file(package: str, filename: str) -> dict[str, str]:
-    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
-    pieces = _QUERY_HEADER.split(text)
-    # split() yields [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
-
-
-def load_queries(package: str, filename: str, namespace: str) -> dict[str, str]:
-    """Named queries of `package/filename` with `{ns}` replaced by the (checked) namespace.
-
-    Raises ValueError for a namespace that is not an identifier.
-    """
-    check_namespace(namespace)
-    return {
-        name: body.replace("{ns}", namespace)
-        for name, body in _query_file(package, filename).items()
-    }
+def columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Rows of the same named parameters as one list per name, for queries that unnest them."""
+    if not rows:
+        return {}
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def warn_tls_once(component: str, url: str, tls: TlsConfig | None, exc: BaseException) -> str:
-    """The SPEC §8 handshake warning for `exc`, logged on "stemrun.tls" once per process."""
+    """The handshake warning for `exc` (docs/tls.md), logged on "stemrun.tls" once per process."""
     parts = urlsplit(url)
     message = handshake_warning(
         component, parts.hostname or "localhost", parts.port or 5432, tls, _first_line(exc)
@@ -106,35 +83,23 @@ def warn_tls_once(component: str, url: str, tls: TlsConfig | None, exc: BaseExce
     return message
 
 
-class PostgresDatabase:
+class PostgresDatabase(SqlDatabase):
     """One lazily opened connection to one Postgres store, shared by threads under a lock.
 
     Failures surface as `error` (BackendError, BrokerError) or, when the server cannot be
     reached, as `unavailable` (BackendUnavailable, BrokerUnavailable), naming role and URL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        role: str,
-        error: type[StemrunError],
-        unavailable: type[StemrunError],
-        queries: dict[str, str],
-        tls: TlsConfig | None = None,
-    ) -> None:
-        self.url = url
-        self.role = role
-        self.error = error
-        self.unavailable = unavailable
-        self.queries = queries
-        self.tls = tls
+    def __init__(self, store: Store, package: str, filename: str) -> None:
+        super().__init__(store, package, filename)
+        self.unavailable = store.unavailable
+        self.tls = store.tls
         self.lock = threading.Lock()
         self._pid = os.getpid()
         self._conn: psycopg.Connection[Any] | None = None
         self._migrated = False
         try:
-            self._params = connection_params(url, tls)
+            self._params = connection_params(self.url, self.tls)
         except ValueError as exc:
             raise self.fail("cannot use this URL", exc) from exc
 
@@ -263,14 +228,31 @@ class PostgresDatabase:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def autocommit(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """Run the block's statements each in its own implicit transaction; raises `error`."""
+    def read(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """Run the block's statements each in its own implicit transaction (autocommit).
+
+        Raises `error` / `unavailable` on failure.
+        """
         with self._owned_lock():
             conn = self._connection()
             try:
                 yield conn
             except psycopg.Error as exc:
                 raise self._translate(what, exc) from exc
+
+    def write(self, what: str) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """Run the block's statements each committing alone (autocommit): a lone statement is
+        atomic without the round trips of BEGIN and COMMIT. Raises `error` / `unavailable`."""
+        return self.read(what)
+
+    def array(self, values: Iterable[Any]) -> list[Any]:
+        """A list, which psycopg sends as a Postgres array (`%(ids)s::text[]`)."""
+        return list(values)
+
+    def batch(self, conn: SqlConnection, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run `query` once with each parameter a list of the rows' values (see `columns`)."""
+        if rows:
+            conn.execute(query, columns(rows))
 
     def close(self) -> None:
         """Close the connection (a no-op when none is open)."""

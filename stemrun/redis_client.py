@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import redis
@@ -24,10 +25,12 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from stemrun.config.model import TlsConfig
 from stemrun.errors import StemrunError
 from stemrun.tls import handshake_warning, looks_like_tls_failure, redis_kwargs
-from stemrun.url import mask_url, scheme_of
+from stemrun.url import scheme_of
+
+if TYPE_CHECKING:
+    from stemrun.store_base import Store
 
 tls_log = logging.getLogger("stemrun.tls")
 
@@ -47,37 +50,33 @@ _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A Redis URL in one role ("broker", "result backend"), with that role's error classes."""
+    """The Redis URL of a store, which names its role in messages and gives its error classes."""
 
-    url: str
-    role: str
-    tls: TlsConfig | None
-    error: type[StemrunError]
-    unavailable: type[StemrunError]
+    store: Store
 
     @property
     def where(self) -> str:
         """The role and masked URL, the start of every message."""
-        return f"{self.role} {mask_url(self.url)}"
+        return self.store.label
 
     def connect(self) -> redis.Redis:
         """A client for the URL, after checking the server answers PING.
 
-        Raises `error` for a malformed URL or refused credentials, `unavailable` when the
-        server cannot be reached (a TLS handshake failure also logs one warning).
+        Raises the store's error for a malformed URL or refused credentials, its unavailable
+        error when the server cannot be reached (a TLS handshake failure also logs one warning).
         """
         try:
-            _check_db(self.url)
-            client = redis.Redis.from_url(self.url, **self._options())
+            _check_db(self.store.url)
+            client = redis.Redis.from_url(self.store.url, **self._options())
         except ValueError as exc:
-            raise self.error(
+            raise self.store.error(
                 f"{self.where}: invalid Redis URL ({exc}); expected "
                 "redis://[[user]:password@]host[:port][/db] or rediss://..."
             ) from exc
         with self.guard("connect"):
-            if scheme_of(self.url) == "rediss":
+            if scheme_of(self.store.url) == "rediss":
                 self._probe_handshake()
             client.ping()
         return client
@@ -87,7 +86,7 @@ class Endpoint:
         # A refused TLS handshake is then reported at once, not after every retry has waited
         # out its socket timeout.
         options = {**self._options(), "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
-        probe = redis.Redis.from_url(self.url, **options)
+        probe = redis.Redis.from_url(self.store.url, **options)
         try:
             probe.ping()
         finally:
@@ -102,8 +101,8 @@ class Endpoint:
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         }
-        if scheme_of(self.url) == "rediss":
-            options.update(redis_kwargs(self.tls))
+        if scheme_of(self.store.url) == "rediss":
+            options.update(redis_kwargs(self.store.tls))
         return options
 
     @contextmanager
@@ -117,23 +116,23 @@ class Endpoint:
     def translate(self, exc: BaseException, what: str) -> StemrunError:
         """The stemrun error for a redis-py error that happened while doing `what`."""
         if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc):
-            return self.error(
+            return self.store.error(
                 f"{self.where}: {what}: authentication failed ({exc}); "
                 "check the user and password in the URL"
             )
         connection = isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
-        if connection and scheme_of(self.url) == "rediss" and looks_like_tls_failure(exc):
-            return self.unavailable(self._tls_warning(exc))
+        if connection and scheme_of(self.store.url) == "rediss" and looks_like_tls_failure(exc):
+            return self.store.unavailable(self._tls_warning(exc))
         if connection:
-            return self.unavailable(f"{self.where}: {what}: Redis is unreachable ({exc})")
-        return self.error(f"{self.where}: {what} failed: {exc}")
+            return self.store.unavailable(f"{self.where}: {what}: Redis is unreachable ({exc})")
+        return self.store.error(f"{self.where}: {what} failed: {exc}")
 
     def _tls_warning(self, exc: BaseException) -> str:
-        """The handshake warning of SPEC §8, logged once per process, component and address."""
-        parts = urlsplit(self.url)
+        """The handshake warning (docs/tls.md), logged once per process, component and address."""
+        parts = urlsplit(self.store.url)
         host, port = parts.hostname or "localhost", parts.port or 6379
-        text = handshake_warning(self.role, host, port, self.tls, exc)
-        key = (self.role, f"{host}:{port}")
+        text = handshake_warning(self.store.role, host, port, self.store.tls, exc)
+        key = (self.store.role, f"{host}:{port}")
         with _warned_lock:
             first = key not in _warned
             _warned.add(key)
@@ -147,18 +146,6 @@ def _check_db(url: str) -> None:
     path = urlsplit(url).path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"the path must be a database number, not {path!r}")
-
-
-def connect(
-    url: str,
-    *,
-    tls: TlsConfig | None,
-    role: str,
-    error: type[StemrunError],
-    unavailable: type[StemrunError],
-) -> redis.Redis:
-    """A pinged client for `url` in `role`; raises `error` or `unavailable` (see Endpoint)."""
-    return Endpoint(url=url, role=role, tls=tls, error=error, unavailable=unavailable).connect()
 
 
 @functools.cache

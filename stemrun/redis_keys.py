@@ -51,7 +51,9 @@ BACKEND_KEYS: dict[str, str] = {
         "hash of one chord (or group) counter: `m{index}` a member's result JSON, `x` the "
         "expires_at of the counter (caller's clock); Redis expires the key a second later"
     ),
-    "{ns}:counters": "hash of task counters (stemrun.metrics): counter name -> total (HINCRBY)",
+    "{ns}:counters": (
+        "hash of task counters (names from stemrun.telemetry): counter name -> total (HINCRBY)"
+    ),
     "{ns}:rate:{key}": (
         "string: one rate limiter's next free start slot (epoch seconds, caller's clock); Redis "
         "expires it a second after that slot"

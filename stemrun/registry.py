@@ -6,10 +6,12 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stemrun.config.model import Config, TaskConfig
 from stemrun.errors import HandlerImportError, TaskNotRegistered
+
+if TYPE_CHECKING:  # a process-pool child loads handlers without loading the config model
+    from stemrun.config.model import Config, TaskConfig
 
 Handler = Callable[..., Any]
 

@@ -18,23 +18,20 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from typing import TYPE_CHECKING, Literal
 
 from stemrun.config.model import SigningConfig
 from stemrun.envelope import Signer, Verifier
 from stemrun.errors import SignatureInvalid, SigningConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported by the ed25519 functions that use it: HMAC-only and unsigned
+# deployments (and every process that merely imports stemrun) never load it.
 
 DOMAIN = b"stemrun.envelope.v1\n"
 ED25519_KEY_BYTES = 32
@@ -210,6 +207,9 @@ def generate_hmac_secret() -> str:
 
 def generate_ed25519_pair() -> tuple[str, str]:
     """A fresh Ed25519 key pair as (public, private), each 32 raw bytes in base64."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
     private = Ed25519PrivateKey.generate()
     raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     encoded = (_raw_public(private.public_key()), raw_private)
@@ -259,6 +259,8 @@ def _private_key(kid: str, raw: bytes) -> Ed25519PrivateKey:
         raise SigningConfigError(
             f"signing.private_keys.{kid}: ed25519 keys are 32 raw bytes in base64, got {len(raw)}"
         )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
@@ -267,10 +269,14 @@ def _public_key(kid: str, raw: bytes) -> Ed25519PublicKey:
         raise SigningConfigError(
             f"signing.public_keys.{kid}: ed25519 keys are 32 raw bytes in base64, got {len(raw)}"
         )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -283,6 +289,8 @@ def _hmac_check(secret: bytes) -> _Check:
 
 
 def _ed25519_check(public_key: Ed25519PublicKey) -> _Check:
+    from cryptography.exceptions import InvalidSignature
+
     def check(message: bytes, signature: bytes) -> bool:
         try:
             public_key.verify(signature, message)

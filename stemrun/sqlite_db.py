@@ -1,32 +1,33 @@
-"""SQLite plumbing shared by the embedded broker and result backend.
+"""SQLite plumbing shared by the embedded broker, result backend and schedule store.
 
 URL to path, one connection per store object with the pragmas that make it safe across processes,
-named queries loaded from a `.sql` file, and translation of sqlite3 errors into stemrun errors.
-Brokers and backends never import each other; both build on this module.
+and translation of sqlite3 errors into stemrun errors. `SqliteDatabase` is the SQLite dialect of
+`stemrun.sql_db.SqlDatabase`: every write is one BEGIN IMMEDIATE transaction and a list travels
+as JSON text that queries expand with `json_each`.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import os
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import resources
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stemrun.errors import StemrunError
+from stemrun.sql_db import SqlConnection, SqlDatabase
 from stemrun.url import mask_url
+
+if TYPE_CHECKING:
+    from stemrun.store_base import Store
 
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_QUERY_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def sqlite_path(url: str, base_dir: Path | None = None) -> Path:
@@ -44,56 +45,18 @@ def sqlite_path(url: str, base_dir: Path | None = None) -> Path:
     return path
 
 
-def check_namespace(namespace: str) -> str:
-    """The namespace, if it is a valid SQL identifier prefix; raises ValueError otherwise."""
-    if not _IDENTIFIER.match(namespace):
-        raise ValueError(
-            f"namespace {namespace!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*) "
-            "because it prefixes table names"
-        )
-    return namespace
-
-
-@functools.cache
-def _query_file(package: str, filename: str) -> dict[str, str]:
-    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
-    pieces = _QUERY_HEADER.split(text)
-    # split() yields [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
-
-
-def load_queries(package: str, filename: str, namespace: str) -> dict[str, str]:
-    """Named queries of `package/filename` with `{ns}` replaced by the (checked) namespace."""
-    check_namespace(namespace)
-    return {
-        name: body.replace("{ns}", namespace)
-        for name, body in _query_file(package, filename).items()
-    }
-
-
-class SqliteDatabase:
+class SqliteDatabase(SqlDatabase):
     """One connection to one SQLite file, shared by a store object's threads under a lock.
 
-    Every failure surfaces as `error` (BrokerError or BackendError) naming the role and URL.
+    Every failure surfaces as `error` (BrokerError, BackendError, ...) naming the role and URL.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        role: str,
-        error: type[StemrunError],
-        queries: dict[str, str],
-        base_dir: Path | None = None,
-    ) -> None:
-        self.url = url
-        self.role = role
-        self.error = error
-        self.queries = queries
+    def __init__(self, store: Store, package: str, filename: str) -> None:
+        super().__init__(store, package, filename)
         self.lock = threading.Lock()
-        self._base_dir = base_dir
+        self._base_dir = store.base_dir
         self._pid = os.getpid()
-        self.conn = self._open(base_dir)
+        self.conn = self._open(self._base_dir)
 
     def fail(self, what: str, exc: BaseException | None = None) -> StemrunError:
         """An `error` instance saying what failed, on which store."""
@@ -171,6 +134,10 @@ class SqliteDatabase:
                     raise self.fail(what, exc) from exc
                 raise
 
+    def transaction(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        """Run the block in one BEGIN IMMEDIATE transaction (as every write); raises `error`."""
+        return self.write(what)
+
     def _rollback(self) -> None:
         if self.conn.in_transaction:
             try:
@@ -187,6 +154,15 @@ class SqliteDatabase:
                 yield self.conn
             except sqlite3.Error as exc:
                 raise self.fail(what, exc) from exc
+
+    def array(self, values: Iterable[Any]) -> str:
+        """A list as JSON text, which queries expand with `json_each(:name)`."""
+        return json.dumps(list(values))
+
+    def batch(self, conn: SqlConnection, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run `query` once per row (executemany: one call from Python)."""
+        # `conn` is this database's one connection, which has executemany (psycopg's has not).
+        self.conn.executemany(query, rows)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits; raises `error`."""

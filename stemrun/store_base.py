@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self, TypedDict, TypeVar, Unpack
 
 from stemrun.clock import Clock, SystemClock
-from stemrun.errors import StemrunError
+from stemrun.errors import (
+    StemrunError,
+)
 from stemrun.url import mask_url
 
 if TYPE_CHECKING:
@@ -41,6 +43,9 @@ class Store(ABC):
     role: ClassVar[str]
     #: The error every failure of this role is raised as (BrokerError, BackendError, ...).
     error: ClassVar[type[StemrunError]]
+    #: The kind of `error` raised when the server cannot be reached (BrokerUnavailable, ...);
+    #: `error` itself for a role that does not tell the two apart.
+    unavailable: ClassVar[type[StemrunError]]
 
     def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
         self.url = url

@@ -83,7 +83,7 @@ def trust_summary(tls: TlsConfig | None) -> tuple[str, str]:
 def handshake_warning(
     component: str, host: str, port: int | None, tls: TlsConfig | None, error: object
 ) -> str:
-    """The one-line warning of SPEC §8 for a failed TLS handshake.
+    """The one-line warning for a failed TLS handshake (docs/tls.md, "When the handshake fails").
 
     `error` may be the exception itself: its TLS reason (not the client library's wrapper
     text) is what gets shown.

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stemrun.backends.record import StatusRecord, Transition
-from stemrun.errors import BackendError
+from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.store_base import Capability, Store
 from stemrun.telemetry import Heartbeat
 
@@ -30,6 +30,7 @@ class ResultBackend(Store):
 
     role = "result backend"
     error = BackendError
+    unavailable = BackendUnavailable
 
     @abstractmethod
     def create(self, records: Sequence[StatusRecord]) -> list[bool]:

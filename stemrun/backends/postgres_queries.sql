@@ -1,10 +1,11 @@
--- Named queries of the Postgres result backend. `{ns}` is the namespace; loaded by
--- stemrun.postgres_db. Tables live in the connection's schema (its search_path). A status record
--- is stored whole as JSON in `data` (type json keeps the exact text, so a record reads back
--- byte for byte); `state`, `attempt` and `expires_at` are copies kept as columns so they can be
--- indexed and filtered without parsing. Times are epoch seconds passed in by the caller's clock,
--- never the server's now(), so every process and every test clock agree.
--- Batches travel as parallel arrays expanded with unnest(): one statement per batch.
+-- Named queries of the Postgres result backend (stemrun.backends.postgres). `{ns}` is the
+-- namespace; loaded by stemrun.sql_db. Tables live in the connection's schema (its search_path). A
+-- status record is stored whole as JSON in `data` (type json keeps the exact text, so a record
+-- reads back byte for byte); `state`, `attempt` and `expires_at` are copies kept as columns so they
+-- can be indexed and filtered without parsing. Times are epoch seconds passed in by the caller's
+-- clock, never the server's now(), so every process and every test clock agree.
+-- Batches travel as parallel arrays expanded with unnest(), one per column and named after it:
+-- one statement per batch.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS {ns}_status (
@@ -55,8 +56,8 @@ CREATE TABLE IF NOT EXISTS {ns}_paused (
 -- overwritten. RETURNING names the ids that were written.
 INSERT INTO {ns}_status AS s (id, state, attempt, expires_at, data)
 SELECT * FROM unnest(
-    %(ids)s::text[], %(states)s::text[], %(attempts)s::integer[],
-    %(expires)s::double precision[], %(data)s::json[]
+    %(id)s::text[], %(state)s::text[], %(attempt)s::integer[],
+    %(expires_at)s::double precision[], %(data)s::json[]
 )
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state,
@@ -95,8 +96,8 @@ UPDATE {ns}_status AS s SET
     expires_at = u.expires_at,
     data = u.data
 FROM unnest(
-    %(ids)s::text[], %(states)s::text[], %(attempts)s::integer[],
-    %(expires)s::double precision[], %(data)s::json[]
+    %(id)s::text[], %(state)s::text[], %(attempt)s::integer[],
+    %(expires_at)s::double precision[], %(data)s::json[]
 ) AS u (id, state, attempt, expires_at, data)
 WHERE s.id = u.id;
 
@@ -129,11 +130,6 @@ SELECT info::text FROM {ns}_workers WHERE expires_at >= %(now)s ORDER BY id;
 -- name: remove_worker
 DELETE FROM {ns}_workers WHERE id = %(id)s;
 
--- name: chord_lock
--- Members of one chord completing at once take turns, so each one's count sees the others'
--- committed rows and exactly one first-time add finds the chord complete.
-SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
-
 -- name: chord_add
 -- The first result of a member index wins; a repeat changes nothing.
 INSERT INTO {ns}_chords (chord_id, idx, result, expires_at)
@@ -149,32 +145,32 @@ SELECT result::text FROM {ns}_chords WHERE chord_id = %(chord_id)s ORDER BY idx;
 -- name: purge_expired_chords
 DELETE FROM {ns}_chords WHERE expires_at < %(now)s;
 
--- name: ping
-SELECT 1;
-
 -- name: incr_counters
 -- Atomic add of a batch (names sorted by the caller): concurrent workers never lose an increment.
 INSERT INTO {ns}_counters AS c (name, value)
-SELECT * FROM unnest(%(names)s::text[], %(values)s::bigint[])
+SELECT * FROM unnest(%(name)s::text[], %(value)s::bigint[])
 ON CONFLICT (name) DO UPDATE SET value = c.value + excluded.value;
 
 -- name: counters
 SELECT name, value FROM {ns}_counters;
 
--- Flow control (stemrun.flow, docs/flow-control.md). Rate limiter and unique-key transactions
--- take a transaction-scoped advisory lock per key (keys sorted by the caller), so racing workers
--- and producers on one key take turns. A rate row whose slot has passed, or a unique row whose
--- TTL has passed, means the same as no row; the purges skip rows another transaction holds.
-
--- name: flow_lock
+-- name: lock
+-- A transaction-scoped advisory lock on one name (taken in sorted order by the caller): members
+-- of one chord completing at once take turns, so each one's count sees the others' committed rows
+-- and exactly one first-time add finds the chord complete; racing workers and producers on one
+-- rate limiter or unique key take turns too.
 SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- Flow control (stemrun.flow, docs/flow-control.md). A rate row whose slot has passed, or a unique
+-- row whose TTL has passed, means the same as no row; the purges skip rows another transaction
+-- holds.
 
 -- name: rate_get
 SELECT key, tat FROM {ns}_rates WHERE key = ANY(%(keys)s::text[]);
 
 -- name: rate_put
 INSERT INTO {ns}_rates (key, tat)
-SELECT * FROM unnest(%(keys)s::text[], %(tats)s::double precision[])
+SELECT * FROM unnest(%(key)s::text[], %(tat)s::double precision[])
 ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
 
 -- name: rate_purge

@@ -17,7 +17,7 @@ from stemrun.state import TERMINAL, TaskState
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusRecord:
-    """The stored outcome of one task (SPEC §4)."""
+    """The stored outcome of one task (the fields `stemrun status --json` shows)."""
 
     id: str
     task: str

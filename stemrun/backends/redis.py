@@ -13,13 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
-
-from redis.commands.core import Script
 
 from stemrun import redis_keys
 from stemrun.backends.base import (
@@ -32,9 +27,9 @@ from stemrun.backends.base import (
 )
 from stemrun.backends.codec import decode_heartbeats, decode_record, encode_heartbeat, encode_record
 from stemrun.backends.record import StatusRecord, Transition, apply_transition, cancel_change
-from stemrun.errors import BackendError, BackendUnavailable
+from stemrun.backends.write_cache import Current, RecentWrites
+from stemrun.errors import BackendError
 from stemrun.redis_client import Endpoint, load_scripts
-from stemrun.state import TERMINAL
 from stemrun.store_base import StoreOptions
 from stemrun.telemetry import Heartbeat
 
@@ -47,7 +42,6 @@ _SCAN_COUNT = 1000
 
 #: One fenced change: the task id, and the record after the change (None when fenced out).
 Step = tuple[str, Callable[[StatusRecord], StatusRecord | None]]
-_Current = dict[str, tuple[StatusRecord | None, str]]
 
 
 class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
@@ -59,18 +53,10 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
 
     def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
         super().__init__(url, **options)
-        self._endpoint = Endpoint(
-            url=url,
-            role="result backend",
-            tls=self.tls,
-            error=BackendError,
-            unavailable=BackendUnavailable,
-        )
+        self._endpoint = Endpoint(self)
         self._redis = self._endpoint.connect()
-        self._written = _RecentWrites()
-        self._scripts: dict[str, Script] = load_scripts(
-            self._redis, "stemrun.backends", "redis.lua"
-        )
+        self._scripts = load_scripts(self._redis, "stemrun.backends", "redis.lua")
+        self._written = RecentWrites()
 
     def _key(self, task_id: str) -> str:
         return redis_keys.status(self.namespace, task_id)
@@ -97,14 +83,14 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
         """The record, or None when unknown or expired; raises BackendError."""
         return self._read([task_id], self.clock.now())[task_id][0]
 
-    def _read(self, task_ids: Sequence[str], now: float) -> _Current:
+    def _read(self, task_ids: Sequence[str], now: float) -> Current:
         """Live records and their versions, in one pipelined round trip."""
         with self._endpoint.guard("read status records"):
             pipe = self._redis.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.hmget(self._key(task_id), "d", "x", "v")
             rows = pipe.execute()
-        current: _Current = {}
+        current: Current = {}
         for task_id, (data, expires_at, version) in zip(task_ids, rows, strict=True):
             if data is None or (expires_at and float(expires_at) < now):
                 current[task_id] = (None, "")
@@ -184,7 +170,7 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
         self._written.forget(missed)
         return [i for i in todo if i >= missed.get(steps[i][0], len(steps))]
 
-    def _current(self, task_ids: list[str], now: float) -> _Current:
+    def _current(self, task_ids: list[str], now: float) -> Current:
         """Records and versions: this object's own recent writes, else one pipelined read."""
         current = self._written.recall(task_ids, now)
         unknown = [task_id for task_id in task_ids if task_id not in current]
@@ -367,56 +353,3 @@ def _glob_escape(text: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class _RecentWrites:
-    """Records this backend object just wrote, with the version the write gave them.
-
-    A worker writes `running` and, moments later, the outcome of the same record: reusing its own
-    write saves the read before the compare-and-set. A stale entry only costs a retry (the
-    version check misses and the next round reads from Redis); entries are kept briefly, and only
-    for records that are not terminal, so a record that expired and was created again under the
-    same id is never mistaken for the one remembered.
-    """
-
-    KEEP_S = 60.0
-    LIMIT = 4096
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, tuple[StatusRecord, str, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, written: Mapping[str, tuple[StatusRecord | None, str]]) -> None:
-        with self._lock:
-            self._remember(written, time.monotonic())
-
-    def _remember(
-        self, written: Mapping[str, tuple[StatusRecord | None, str]], stamp: float
-    ) -> None:
-        for task_id, (record, version) in written.items():
-            if record is None or record.state in TERMINAL:
-                self._entries.pop(task_id, None)
-                continue
-            self._entries[task_id] = (record, version, stamp)
-            self._entries.move_to_end(task_id)
-        while len(self._entries) > self.LIMIT:
-            self._entries.popitem(last=False)
-
-    def forget(self, task_ids: Iterable[str]) -> None:
-        with self._lock:
-            for task_id in task_ids:
-                self._entries.pop(task_id, None)
-
-    def recall(self, task_ids: Sequence[str], now: float) -> _Current:
-        found: _Current = {}
-        fresh_after = time.monotonic() - self.KEEP_S
-        with self._lock:
-            entries = [(task_id, self._entries.pop(task_id, None)) for task_id in task_ids]
-        for task_id, entry in entries:
-            if entry is None:
-                continue
-            record, version, stamp = entry
-            expired = record.expires_at is not None and record.expires_at < now
-            if stamp >= fresh_after and not expired:
-                found[task_id] = (record, version)
-        return found

@@ -1,6 +1,9 @@
--- Named queries of the SQLite result backend. `{ns}` is the namespace; loaded by
--- stemrun.sqlite_db. A status record is stored whole as JSON in `data`; `state`, `attempt` and
--- `expires_at` are copies kept as columns so they can be indexed and filtered without parsing.
+-- Named queries of the SQLite result backend (stemrun.backends.sqlite). `{ns}` is the namespace;
+-- loaded by stemrun.sql_db. A status record is stored whole as JSON in `data`; `state`, `attempt`
+-- and `expires_at` are copies kept as columns so they can be indexed and filtered without parsing.
+-- A list parameter (`:ids`) is JSON text, expanded with json_each; a batch runs a statement once
+-- per row (executemany). Every write runs in BEGIN IMMEDIATE, so it holds the file's write lock
+-- from its start: reads inside it see rows no other writer can change until commit.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS {ns}_status (
@@ -46,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {ns}_paused (
 );
 
 -- name: create
--- An expired record counts as absent: its id may be used again.
+-- An expired record counts as absent: its id may be used again. Run once per new record.
 INSERT INTO {ns}_status (id, state, attempt, expires_at, data)
 VALUES (:id, :state, :attempt, :expires_at, :data)
 ON CONFLICT (id) DO UPDATE SET
@@ -85,13 +88,20 @@ WHERE (expires_at IS NULL OR expires_at >= :now)
 ORDER BY json_extract(data, '$.created_at') DESC, id
 LIMIT :limit OFFSET :offset;
 
--- name: update
+-- name: lock_live
+-- The live records of a batch (the transaction's write lock keeps them as read).
+SELECT data FROM {ns}_status
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (expires_at IS NULL OR expires_at >= :now)
+ORDER BY id;
+
+-- name: update_many
+-- Run once per record.
 UPDATE {ns}_status
 SET state = :state, attempt = :attempt, expires_at = :expires_at, data = :data
 WHERE id = :id;
 
 -- name: delete
-DELETE FROM {ns}_status WHERE id = ?;
+DELETE FROM {ns}_status WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: purge_expired
 DELETE FROM {ns}_status WHERE expires_at < :now;
@@ -124,8 +134,8 @@ SELECT result FROM {ns}_chords WHERE chord_id = :chord_id ORDER BY idx;
 -- name: purge_expired_chords
 DELETE FROM {ns}_chords WHERE expires_at < :now;
 
--- name: incr_counter
--- Atomic add: concurrent workers' increments never overwrite each other.
+-- name: incr_counters
+-- Atomic add, run once per counter: concurrent workers' increments never overwrite each other.
 INSERT INTO {ns}_counters (name, value) VALUES (:name, :value)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value;
 
@@ -136,9 +146,10 @@ SELECT name, value FROM {ns}_counters;
 -- start slot (`tat`); a row whose slot has passed means the same as no row, so it is dropped.
 
 -- name: rate_get
-SELECT tat FROM {ns}_rates WHERE key = :key;
+SELECT key, tat FROM {ns}_rates WHERE key IN (SELECT value FROM json_each(:keys));
 
 -- name: rate_put
+-- Run once per limiter.
 INSERT INTO {ns}_rates (key, tat) VALUES (:key, :tat)
 ON CONFLICT (key) DO UPDATE SET tat = excluded.tat;
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stemrun.errors import BrokerError
+from stemrun.errors import BrokerError, BrokerUnavailable
 from stemrun.store_base import Capability, Store
 
 #: A message delivered more than this many times (the worker holding it died each time) is a
@@ -78,6 +78,7 @@ class Broker(Store):
 
     role = "broker"
     error = BrokerError
+    unavailable = BrokerUnavailable
 
     @abstractmethod
     def publish(self, messages: Sequence[Message]) -> None:

@@ -1,4 +1,5 @@
--- Named queries of the Postgres broker. `{ns}` is the namespace; loaded by stemrun.postgres_db.
+-- Named queries of the Postgres broker (stemrun.brokers.postgres). `{ns}` is the namespace;
+-- loaded by stemrun.sql_db. A batch travels as one array per column, named after the column.
 --
 -- A message row is in one of three states:
 --   0 ready    deliverable now, ordered by priority DESC then seq (FIFO)
@@ -47,8 +48,8 @@ CREATE INDEX IF NOT EXISTS {ns}_dead_letters_age ON {ns}_dead_letters (dead_at, 
 -- name: publish
 INSERT INTO {ns}_messages (id, queue, priority, body, state, due_at)
 SELECT * FROM unnest(
-    %(ids)s::text[], %(queues)s::text[], %(priorities)s::integer[], %(bodies)s::bytea[],
-    %(states)s::smallint[], %(due_ats)s::double precision[]
+    %(id)s::text[], %(queue)s::text[], %(priority)s::integer[], %(body)s::bytea[],
+    %(state)s::smallint[], %(due_at)s::double precision[]
 );
 
 -- name: notify
@@ -145,6 +146,3 @@ SELECT
     count(*) FILTER (WHERE state = 2 AND due_at > %(now)s),
     (SELECT count(*) FROM {ns}_dead_letters WHERE queue = %(queue)s)
 FROM {ns}_messages WHERE queue = %(queue)s;
-
--- name: ping
-SELECT 1;

@@ -17,8 +17,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Unpack
 
-from redis.commands.core import Script
-
 from stemrun import redis_keys
 from stemrun.brokers.base import (
     Broker,
@@ -29,7 +27,7 @@ from stemrun.brokers.base import (
     QueueMonitor,
     QueueStats,
 )
-from stemrun.errors import BrokerError, BrokerUnavailable
+from stemrun.errors import BrokerError
 from stemrun.redis_client import Endpoint, load_scripts
 from stemrun.store_base import StoreOptions
 
@@ -50,13 +48,9 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
 
     def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
         super().__init__(url, **options)
-        self._endpoint = Endpoint(
-            url=url, role="broker", tls=self.tls, error=BrokerError, unavailable=BrokerUnavailable
-        )
+        self._endpoint = Endpoint(self)
         self._redis = self._endpoint.connect()
-        self._scripts: dict[str, Script] = load_scripts(
-            self._redis, "stemrun.brokers", "redis_streams.lua"
-        )
+        self._scripts = load_scripts(self._redis, "stemrun.brokers", "redis_streams.lua")
         self._consumed: dict[str, set[str]] = {}  # consumer -> queues, forgotten on close
 
     def _run(self, script: str, args: Sequence[Any], what: str) -> Any:

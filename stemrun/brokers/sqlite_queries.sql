@@ -1,4 +1,5 @@
--- Named queries of the SQLite broker. `{ns}` is the namespace; loaded by stemrun.sqlite_db.
+-- Named queries of the SQLite broker (stemrun.brokers.sqlite). `{ns}` is the namespace; loaded
+-- by stemrun.sql_db. A list parameter (`:ids`) is JSON text, expanded with json_each.
 --
 -- A message row is in one of three states:
 --   0 ready    deliverable now, ordered by priority DESC then seq (FIFO)
@@ -42,8 +43,9 @@ CREATE INDEX IF NOT EXISTS {ns}_dead_letters_queue ON {ns}_dead_letters (queue, 
 CREATE INDEX IF NOT EXISTS {ns}_dead_letters_age ON {ns}_dead_letters (dead_at);
 
 -- name: publish
+-- Run once per message (executemany).
 INSERT INTO {ns}_messages (id, queue, priority, body, state, due_at)
-VALUES (?, ?, ?, ?, ?, ?);
+VALUES (:id, :queue, :priority, :body, :state, :due_at);
 
 -- name: promote_due
 UPDATE {ns}_messages SET state = 0, due_at = NULL
@@ -99,7 +101,7 @@ DELETE FROM {ns}_messages WHERE id = :id AND receipt = :receipt
 RETURNING priority;
 
 -- name: put_dead_letter
-INSERT OR REPLACE INTO {ns}_dead_letters
+INSERT INTO {ns}_dead_letters
     (id, queue, priority, body, reason, task, attempt, dead_at, error)
 VALUES (:id, :queue, :priority, :body, :reason, :task, :attempt, :dead_at, :error);
 
@@ -124,6 +126,9 @@ RETURNING queue, priority;
 
 -- name: drop_dead_letter
 DELETE FROM {ns}_dead_letters WHERE id = :id;
+
+-- name: drop_dead_letters
+DELETE FROM {ns}_dead_letters WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: purge_dead_letters_of_queue
 DELETE FROM {ns}_dead_letters WHERE queue = :queue;

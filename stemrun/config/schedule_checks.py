@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Literal
 
-from croniter import CroniterBadDateError, CroniterError, croniter
-
 from stemrun.config.duration import parse_duration
 from stemrun.config.problem import Problem
 
@@ -72,6 +70,9 @@ def _check_cron(body: str) -> str:
             f"(minute hour day-of-month month day-of-week), got {len(fields)}"
         )
     expression = " ".join(fields)
+    # imported here: only a config with cron schedules pays for croniter (and dateutil)
+    from croniter import CroniterBadDateError, CroniterError, croniter
+
     try:
         croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError as exc:

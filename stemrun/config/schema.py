@@ -6,12 +6,13 @@ import copy
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from stemrun.config.messages import problems_from_error
 from stemrun.config.problem import Problem, YamlPath
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 SCHEMA_PATH = Path(__file__).with_name("stem.schema.json")
 
@@ -24,6 +25,8 @@ def _schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # heavy: paid by validating, not by importing
+
     return Draft202012Validator(_schema())
 
 

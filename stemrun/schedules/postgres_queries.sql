@@ -1,9 +1,9 @@
--- Named queries of the Postgres schedule store. `{ns}` is the namespace; loaded by
--- stemrun.postgres_db. An entry is stored whole as JSON in `data`; `enabled`, `next_run_at` and
--- `version` are copies kept as columns so due entries are found by index and updates are fenced
--- on the version without parsing. Every write is one statement: under READ COMMITTED a writer
--- that waited on a concurrent one re-checks its WHERE against the row that one committed, so a
--- stale version or a foreign lease changes nothing (rowcount 0).
+-- Named queries of the Postgres schedule store (stemrun.schedules.postgres). `{ns}` is the
+-- namespace; loaded by stemrun.sql_db. An entry is stored whole as JSON in `data`; `enabled`,
+-- `next_run_at` and `version` are copies kept as columns so due entries are found by index and
+-- updates are fenced on the version without parsing. Every write is one statement: under READ
+-- COMMITTED a writer that waited on a concurrent one re-checks its WHERE against the row that one
+-- committed, so a stale version or a foreign lease changes nothing (rowcount 0).
 -- The beat lease is a row (owner, expires_at) rather than a session advisory lock: it survives
 -- a dropped connection, expires by itself after its TTL, and is judged by the beats' clocks.
 
@@ -70,6 +70,3 @@ DELETE FROM {ns}_leases WHERE name = %(lease)s AND owner = %(owner)s;
 
 -- name: lease_owner
 SELECT owner FROM {ns}_leases WHERE name = %(lease)s AND expires_at > %(now)s;
-
--- name: ping
-SELECT 1;

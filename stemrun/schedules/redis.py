@@ -10,11 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Unpack
 
-from redis.commands.core import Script
-
 from stemrun import redis_keys
-from stemrun.config.model import TlsConfig
-from stemrun.errors import ScheduleStoreError
 from stemrun.redis_client import Endpoint, load_scripts
 from stemrun.schedules.store import (
     BEAT_LEASE,
@@ -39,17 +35,9 @@ class RedisScheduleStore(ScheduleStore):
 
     def __init__(self, url: str, **options: Unpack[StoreOptions]) -> None:
         super().__init__(url, **options)
-        self._endpoint = Endpoint(
-            url=url,
-            role="schedule store",
-            tls=self.tls,
-            error=ScheduleStoreError,
-            unavailable=ScheduleStoreError,
-        )
+        self._endpoint = Endpoint(self)
         self._redis = self._endpoint.connect()
-        self._scripts: dict[str, Script] = load_scripts(
-            self._redis, "stemrun.schedules", "redis.lua"
-        )
+        self._scripts = load_scripts(self._redis, "stemrun.schedules", "redis.lua")
         self._names = redis_keys.schedules(self.namespace)
         self._due = redis_keys.schedules_due(self.namespace)
         self._lease = redis_keys.lease(self.namespace, BEAT_LEASE)
@@ -150,11 +138,6 @@ class RedisScheduleStore(ScheduleStore):
         now = self.clock.now()
         ttl_ms = math.ceil(ttl_s * 1000) + LEASE_GRACE_MS
         return [owner, repr(now), repr(now + ttl_s), ttl_ms]
-
-
-def open_store(url: str, *, namespace: str, tls: TlsConfig | None) -> ScheduleStore:
-    """The Redis schedule store for `url` (used by `open_schedule_store`)."""
-    return RedisScheduleStore(url, namespace=namespace, tls=tls)
 
 
 def _due(entry: ScheduleEntry) -> str:

@@ -1,7 +1,7 @@
--- Named queries of the SQLite schedule store. `{ns}` is the namespace; loaded by
--- stemrun.sqlite_db. An entry is stored whole as JSON in `data`; `enabled`, `next_run_at` and
--- `version` are copies kept as columns so due entries are found by index and updates can be
--- fenced on the version without parsing.
+-- Named queries of the SQLite schedule store (stemrun.schedules.sqlite). `{ns}` is the
+-- namespace; loaded by stemrun.sql_db. An entry is stored whole as JSON in `data`; `enabled`,
+-- `next_run_at` and `version` are copies kept as columns so due entries are found by index and
+-- updates can be fenced on the version without parsing.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS {ns}_schedules (

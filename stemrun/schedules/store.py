@@ -98,6 +98,7 @@ class ScheduleStore(Store):
 
     role = "schedule store"
     error = ScheduleStoreError
+    unavailable = ScheduleStoreError
 
     @abstractmethod
     def get(self, name: str) -> ScheduleEntry | None:

@@ -9,7 +9,6 @@ settles, then one ack (see `settle`).
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -26,7 +25,6 @@ from stemrun.signing import verifier_for
 from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
-from stemrun.telemetry import BUSY_BEAT_S, heartbeat_ttl
 from stemrun.worker import report, settle
 from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
 from stemrun.worker.cancel import CancelWatch
@@ -39,6 +37,7 @@ from stemrun.worker.metrics import Recorder
 from stemrun.worker.plan import Plan, resolve
 from stemrun.worker.pool import Pool
 from stemrun.worker.pools import ChildTaskClient, make_pool
+from stemrun.worker.settler import Settler
 
 log = report.log
 
@@ -88,7 +87,7 @@ class Worker:
         self._owns_backend = backend is None
         self.broker, self.backend = _open_stores(config, broker, backend)
         chords = require(self.backend, Chords)
-        self._continuations = Continuations(config, self.broker, self.backend, chords, self._clock)
+        continuations = Continuations(config, self.broker, self.backend, chords, self._clock)
         self._registry = Registry(config)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -97,15 +96,19 @@ class Worker:
         self._buffer: deque[str] = deque()
         flow = require(self.backend, FlowControl)
         self._flow = FlowGate(config, flow, self._clock, self._leases, self._buffer)
-        self._pending: list[settle.Settlement] = []
-        self._rng = random.Random()
         self._children_client = ChildTaskClient(config)
-        self._started_at = 0.0
-        self._next_beat = 0.0
-        self.processed = 0
-        self.failed = 0
         self._telemetry = require(self.backend, Telemetry)
+        interval_s = self._leases.heartbeat_interval(config, self.plan.queues)
+        self._pulse = report.Pulse(self.plan, self._telemetry, interval_s=interval_s)
         self._metrics = Recorder(self._telemetry)
+        self._settler = Settler(
+            self.name,
+            backend=self.backend,
+            broker=self.broker,
+            continuations=continuations,
+            flow=self._flow,
+            metrics=self._metrics,
+        )
         self._cancels = CancelWatch(self.backend)
         self._supervisor = claim_supervisor()
 
@@ -120,7 +123,7 @@ class Worker:
         restore: Callable[[], None] = lambda: None  # noqa: E731
         if self._install_signals:
             restore = signals.install(lambda graceful: self.stop(graceful=graceful), self._stopping)
-        self._started_at = self._clock.now()
+        self._pulse.start(self._clock.now())
         pool = make_pool(
             self.plan, self.config, self._registry, self._events.put, self._children_client
         )
@@ -141,6 +144,16 @@ class Worker:
         """
         (self._stopping if graceful else self._forced).set()
         self._events.put(Wake())
+
+    @property
+    def processed(self) -> int:
+        """Deliveries this worker has finished: succeeded, retried, failed or dead-lettered."""
+        return self._settler.processed
+
+    @property
+    def failed(self) -> int:
+        """Of the processed deliveries, those retried, failed or dead-lettered."""
+        return self._settler.failed
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -188,19 +201,24 @@ class Worker:
         self._handle_events(wait)
         pool.maintain()
         self._renew()
-        self._heartbeat(pool)
+        self._pulse.beat(
+            self._clock.now(),
+            self._leases.held.values(),
+            processed=self.processed,
+            failed=self.failed,
+        )
         for key in self._cancels.due(self._leases.held):
             pool.cancel(key)
         if self._stopping.is_set():
             self._release_buffer()
-            self._flush()
+            self._settler.flush()
             self._metrics.flush(force=True)
             return True if pool.running() == 0 and not self._leases.held else None
         fetched = self._fetch()
         self._start(pool)
-        self._flush()
+        self._settler.flush()
         self._metrics.flush()
-        if self.burst and not fetched and not self._leases.held and not self._pending:
+        if self.burst and not fetched and not self._leases.held and not self._settler.pending:
             return True
         return None
 
@@ -223,7 +241,7 @@ class Worker:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-        self._flush()
+        self._settler.flush()
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, Done):
@@ -257,8 +275,7 @@ class Worker:
         for delivery in deliveries:
             result = admit(delivery, self.config, now, verifier=self._verifier)
             if isinstance(result, settle.Settlement):
-                self._count(result)
-                self._pending.append(result)
+                self._settler.add([result])
             else:
                 admitted.append(self._hold(delivery, result))
         self._leases.adopt(admitted)
@@ -266,13 +283,13 @@ class Worker:
 
     def _hold(self, delivery: Delivery, admitted: Admitted) -> Held:
         held = Held(delivery=delivery, envelope=admitted.envelope, task=admitted.task)
-        self._log("received", held.envelope.task, held.envelope.id, held.envelope.attempt, delivery)
+        report.held_event("received", held, worker=self.name)
         self._buffer.append(delivery.receipt)
         return held
 
     def _start(self, pool: Pool) -> None:
         batch, later = self._flow.gate(pool.free_slots(), self._take_startable)
-        self._pending.extend(later)
+        self._settler.add(later)
         if not batch:
             return
         now = self._clock.now()
@@ -288,10 +305,9 @@ class Worker:
                 continue
             held.started_at = now
             pool.submit(held.job())
-            envelope = held.envelope
-            self._metrics.started(envelope.task, held.delivery.queue)
-            self._log("started", envelope.task, envelope.id, envelope.attempt, held.delivery)
-        self._next_beat = min(self._next_beat, now + BUSY_BEAT_S)  # show new tasks soon
+            self._metrics.started(held.envelope.task, held.delivery.queue)
+            report.held_event("started", held, worker=self.name)
+        self._pulse.soon(now)
 
     def _take_startable(self, slots: int) -> list[Held]:
         batch: list[Held] = []
@@ -303,7 +319,7 @@ class Worker:
             expires_at = held.envelope.expires_at
             if expires_at is not None and expires_at <= now:
                 self._leases.drop(held.delivery.receipt)
-                self._pending.append(settle.expired(held.delivery, held.envelope, held.task, now))
+                self._settler.add([settle.expired(held.delivery, held.envelope, held.task, now)])
                 continue
             batch.append(held)
         return batch
@@ -316,7 +332,7 @@ class Worker:
             return True
         why = f"its status is already {record.state} (attempt {record.attempt})"
         self._leases.drop(held.delivery.receipt)
-        self._pending.append(settle.skipped(held.delivery, held.envelope, why))
+        self._settler.add([settle.skipped(held.delivery, held.envelope, why)])
         return False
 
     # -- outcomes -----------------------------------------------------------------------------
@@ -325,64 +341,16 @@ class Worker:
         held = self._leases.drop(key)
         if held is None:
             return
-        envelope = held.envelope
         if held.lost:
             log.warning(
                 "dropping the outcome of task %s (%s): its lease was taken over by another worker",
-                envelope.task,
-                envelope.id,
+                held.envelope.task,
+                held.envelope.id,
             )
             return
-        now = self._clock.now()
-        self._metrics.ran(held, outcome, now)
-        if outcome.status == "succeeded":
-            item = settle.succeeded(held.delivery, envelope, held.task, outcome, now)
-        elif outcome.status == "cancelled":
-            item = settle.cancelled(held.delivery, envelope, held.task, now)
-        else:
-            item = settle.unsuccessful(held.delivery, envelope, held.task, outcome, now, self._rng)
-        self._count(item)
-        self._pending.append(item)
+        self._settler.outcome(held, outcome, self._clock.now())
 
-    def _count(self, item: settle.Settlement) -> None:
-        if item.event in ("succeeded", "retried", "failed", "dead-lettered"):
-            self.processed += 1
-        if item.event in ("retried", "failed", "dead-lettered"):
-            self.failed += 1
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        batch = self._pending
-        settle.apply(self.backend, self.broker, batch, self._continuations.run)
-        self._pending = []
-        self._flow.settled(batch)
-        self._metrics.settled(batch)
-        for item in batch:
-            self._log(
-                item.event, item.task, item.delivery.id, item.attempt, item.delivery, item.detail
-            )
-
-    def _log(
-        self,
-        event: str,
-        task: str | None,
-        task_id: str,
-        attempt: int,
-        delivery: Delivery,
-        detail: str = "",
-    ) -> None:
-        report.task_event(
-            event,
-            task=task,
-            task_id=task_id,
-            attempt=attempt,
-            queue=delivery.queue,
-            worker=self.name,
-            detail=detail,
-        )
-
-    # -- leases, heartbeats, shutdown ---------------------------------------------------------
+    # -- leases, shutdown ---------------------------------------------------------------------
 
     def _renew(self) -> None:
         for held in self._leases.renew_due():
@@ -401,23 +369,6 @@ class Worker:
             held = self._leases.drop(self._buffer.popleft())
             if held is not None and not held.lost:
                 self.broker.requeue(held.delivery, held.delivery.body, None)
-
-    def _heartbeat(self, pool: Pool) -> None:
-        now = self._clock.now()
-        if now < self._next_beat:
-            return
-        interval = self._leases.heartbeat_interval(self.config, self.plan.queues)
-        self._next_beat = now + interval
-        beat = report.heartbeat(
-            self.plan,
-            self._leases.held.values(),
-            processed=self.processed,
-            failed=self.failed,
-            started_at=self._started_at,
-            interval_s=interval,
-        )
-        # kept past staleness (3 intervals) so `observe workers` can show the worker as stale
-        self._telemetry.put_worker(beat, ttl_s=heartbeat_ttl(interval))
 
 
 def _open_stores(

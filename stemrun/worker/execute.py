@@ -7,7 +7,6 @@ the parent over a pipe.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -204,6 +203,8 @@ def execute(
         finally:
             soft.disarm()
         if inspect.isawaitable(value):
+            import asyncio  # here: a process running only sync handlers never loads it
+
             value = asyncio.run(_await_cancellable(value, soft))
         outcome = _success(ctx.task, value)
     except Retry as request:
@@ -243,6 +244,8 @@ async def _await_cancellable(awaitable: Any, soft: SoftLimit) -> Any:
     A cancellation that escapes the handler after the soft limit fired becomes
     SoftTimeLimitExceeded; a handler that catches it and returns has succeeded.
     """
+    import asyncio  # already loaded: this runs on an event loop
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(awaitable)
     soft.arm(lambda: loop.call_soon_threadsafe(task.cancel))
@@ -257,6 +260,8 @@ async def _await_cancellable(awaitable: Any, soft: SoftLimit) -> Any:
 
 
 def _current_cancelling() -> bool:
+    import asyncio  # already loaded: this runs on an event loop
+
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
 

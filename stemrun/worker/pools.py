@@ -12,9 +12,6 @@ from stemrun.registry import Registry
 from stemrun.worker.job import Event
 from stemrun.worker.plan import Plan
 from stemrun.worker.pool import Pool
-from stemrun.worker.pool_async import AsyncPool
-from stemrun.worker.pool_process import ProcessPool
-from stemrun.worker.pool_thread import ThreadPool
 
 
 class ChildTaskClient:
@@ -51,10 +48,17 @@ def make_pool(
     client: ChildTaskClient,
 ) -> Pool:
     """The process, thread or async pool of `plan`, reporting through `emit`."""
+    # Each pool is imported when chosen: the async pool loads asyncio, the process pool subprocess.
     if plan.pool == "thread":
+        from stemrun.worker.pool_thread import ThreadPool
+
         return ThreadPool(plan.concurrency, registry.handler, emit, client.enqueue)
     if plan.pool == "async":
+        from stemrun.worker.pool_async import AsyncPool
+
         return AsyncPool(plan.concurrency, registry.handler, emit, client.enqueue)
+    from stemrun.worker.pool_process import ProcessPool
+
     init = {
         "handlers": {name: task.handler for name, task in config.tasks.items()},
         "root_dir": str(config.root_dir),

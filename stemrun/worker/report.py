@@ -1,4 +1,4 @@
-"""What a worker tells the world: one log line per task event, and its heartbeat record."""
+"""What a worker tells the world: one log line per task event, and its heartbeat."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import socket
 from collections.abc import Iterable
 
-from stemrun.telemetry import ActiveTask, Heartbeat
+from stemrun.backends.base import Telemetry
+from stemrun.telemetry import BUSY_BEAT_S, ActiveTask, Heartbeat, heartbeat_ttl
 from stemrun.worker.lease import Held
 from stemrun.worker.plan import Plan
 
@@ -32,6 +33,19 @@ def task_event(
         return
     extra = {"task": task, "task_id": task_id, "attempt": attempt, "queue": queue, "worker": worker}
     log.log(level, "task %s%s", event, f" {detail}" if detail else "", extra=extra)
+
+
+def held_event(event: str, held: Held, *, worker: str) -> None:
+    """Log `task <event>` for a delivery the worker holds (received, started)."""
+    envelope = held.envelope
+    task_event(
+        event,
+        task=envelope.task,
+        task_id=envelope.id,
+        attempt=envelope.attempt,
+        queue=held.delivery.queue,
+        worker=worker,
+    )
 
 
 def heartbeat(
@@ -69,3 +83,38 @@ def heartbeat(
         started_at=started_at,
         heartbeat_interval_s=interval_s,
     )
+
+
+class Pulse:
+    """When the worker writes its heartbeat next, and the write."""
+
+    def __init__(self, plan: Plan, telemetry: Telemetry, *, interval_s: float) -> None:
+        self._plan = plan
+        self._telemetry = telemetry
+        self._interval_s = interval_s
+        self._started_at = 0.0
+        self._next = 0.0
+
+    def start(self, now: float) -> None:
+        """The worker starts consuming: its heartbeat shows it running since `now`."""
+        self._started_at = now
+
+    def soon(self, now: float) -> None:
+        """Beat within BUSY_BEAT_S, so tasks just started show in `observe workers` soon."""
+        self._next = min(self._next, now + BUSY_BEAT_S)
+
+    def beat(self, now: float, held: Iterable[Held], *, processed: int, failed: int) -> None:
+        """Write the heartbeat when it is due. Raises BackendError."""
+        if now < self._next:
+            return
+        self._next = now + self._interval_s
+        record = heartbeat(
+            self._plan,
+            held,
+            processed=processed,
+            failed=failed,
+            started_at=self._started_at,
+            interval_s=self._interval_s,
+        )
+        # kept past staleness (3 intervals) so `observe workers` can show the worker as stale
+        self._telemetry.put_worker(record, ttl_s=heartbeat_ttl(self._interval_s))

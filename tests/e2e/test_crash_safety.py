@@ -1,4 +1,4 @@
-"""SIGKILL a worker mid-run: every task still succeeds, none is lost (SPEC §5)."""
+"""SIGKILL a worker mid-run: every task still succeeds, none is lost (docs/workers.md)."""
 
 from __future__ import annotations
 

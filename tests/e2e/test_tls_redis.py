@@ -2,7 +2,7 @@
 
 The server requires client certificates (`--tls-auth-clients yes`), so a client without one is
 refused, a client trusting another CA refuses the server, and `allow_insecure` gets through the
-wrong-CA case. Every failure must show the SPEC §8 handshake warning.
+wrong-CA case. Every failure must show the docs/tls.md handshake warning.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from stemrun.client import Stem
 from stemrun.config import load_config
@@ -21,7 +23,6 @@ from stemrun.observe import metric_totals, queue_views, schedule_views, worker_v
 from stemrun.schedules.apply import apply_schedules
 from stemrun.stores import schedule_store_for
 from stemrun.worker import Worker
-from tests.metrics_parser import parse
 
 TASKS = """
 import time
@@ -151,10 +152,17 @@ def test_metrics_endpoint_on_port_zero(config: Config) -> None:
             _until(lambda: metric_totals(stem)["tasks"]["succeeded"] == 1)
         url = f"http://127.0.0.1:{server.port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
-            families = parse(reply.read().decode())
+            text = reply.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/other", timeout=10)
     finally:
         server.close()
-    assert families["stem_tasks_succeeded_total"].value(task="work", queue="default") == 1
-    assert families["stem_queue_depth"].value(queue="other", state="pending") == 0
+    assert _sample(families["stem_tasks_succeeded"], task="work", queue="default") == 1
+    assert _sample(families["stem_queue_depth"], queue="other", state="pending") == 0
+    assert _sample(families["stem_workers"], state="live") == 0  # "m" removed its heartbeat
+
+
+def _sample(family: Metric, **labels: str) -> float:
+    (value,) = [s.value for s in family.samples if s.labels == labels]
+    return value

@@ -18,6 +18,7 @@ from stemrun.clock import ManualClock
 from stemrun.errors import BackendError, BackendUnavailable
 from stemrun.state import TaskState
 from stemrun.stores import open_backend
+from stemrun.telemetry import Heartbeat
 
 
 def _record(task_id: str, **fields: object) -> StatusRecord:
@@ -136,7 +137,7 @@ def test_expiry_uses_the_stores_clock_and_purge_deletes_rows(postgres_url: str) 
     backend = PostgresBackend(postgres_url, namespace="ttl", clock=clock)
     try:
         backend.create([_record("a", expires_at=clock.now() + 5), _record("b")])
-        backend.put_worker("w", {"pid": 1}, ttl_s=5)
+        backend.put_worker(Heartbeat(id="w", host="h", pid=1), ttl_s=5)
         clock.advance(6)
         assert backend.purge_expired(clock.now()) == 1
         with psycopg.connect(postgres_url) as conn:

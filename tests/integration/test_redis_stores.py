@@ -17,6 +17,7 @@ from stemrun.backends.redis import RedisBackend
 from stemrun.brokers.base import DeadLetter, Message
 from stemrun.brokers.redis_streams import RedisStreamsBroker
 from stemrun.state import TaskState
+from stemrun.telemetry import Heartbeat
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_every_key_is_in_the_namespace_and_documented(
     broker: RedisStreamsBroker, backend: RedisBackend, raw: redis.Redis
 ) -> None:
     backend.create([StatusRecord(id="a", task="t", state=TaskState.QUEUED, queue="q")])
-    backend.put_worker("w", {}, ttl_s=30)
+    backend.put_worker(Heartbeat(id="w", host="h", pid=1), ttl_s=30)
     broker.publish([*msgs(2), Message(id="later", queue="q", body=b"", eta=time.time() + 60)])
     first, _leased = broker.fetch(["q"], 2, consumer="c", lease_s=30)
     entry = DeadLetter(

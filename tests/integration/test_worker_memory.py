@@ -361,11 +361,11 @@ def test_worker_heartbeat_is_published_and_removed(project: tuple[Path, str]) ->
     stem = Stem(config)
     worker = Worker(config, name="hb-worker", install_signal_handlers=False)
     with running(worker):
-        wait_until(lambda: any(w.get("id") == "hb-worker" for w in stem.backend.workers()))
-        [beat] = [w for w in stem.backend.workers() if w.get("id") == "hb-worker"]
-        assert beat["queues"] == ["default"] and beat["concurrency"] == 2
-        json.dumps(beat)
-    assert not any(w.get("id") == "hb-worker" for w in stem.backend.workers())
+        wait_until(lambda: any(w.id == "hb-worker" for w in stem.telemetry.workers()))
+        [beat] = [w for w in stem.telemetry.workers() if w.id == "hb-worker"]
+        assert beat.queues == ("default",) and beat.concurrency == 2
+        json.dumps(beat.to_dict())
+    assert not any(w.id == "hb-worker" for w in stem.telemetry.workers())
 
 
 def test_usage_errors(project: tuple[Path, str]) -> None:

@@ -11,8 +11,9 @@ from stemrun.config import config_from_mapping, load_config
 from stemrun.config.model import RetryBackoff, StepConfig, UniqueConfig
 from stemrun.errors import ConfigError
 
-# The SPEC §2 example, verbatim except: the `result_backend: ...` / `schedule_store: ...`
-# placeholders are left out, and the tasks the schedule and workflows name are declared.
+# The product specification's full example, verbatim except: the `result_backend: ...` /
+# `schedule_store: ...` placeholders are left out, and the tasks the schedule and workflows
+# name are declared.
 SPEC_EXAMPLE = """\
 version: 1
 broker: sqlite:///.stem/stem.db        # default when omitted

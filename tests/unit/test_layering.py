@@ -26,9 +26,10 @@ LAYERS: list[set[str]] = [
         "postgres_db",
         "flow",
         "store_base",
+        "sql_db",
     },
     {"brokers", "backends", "schedules"},
-    {"retry", "registry", "canvas", "client", "context", "stores"},
+    {"retry", "registry", "canvas", "client", "context", "stores", "enqueue"},
     {"worker", "beat", "observe", "metrics", "health"},
     {"supervisor", "cli", "dashboard", "__main__"},
 ]

@@ -1,27 +1,70 @@
-"""Prometheus rendering, worker-side counting and the observe views, on plain data."""
+"""The Prometheus endpoint, worker-side counting and the observe views, on in-memory stores."""
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from stemrun.backends.memory import MemoryBackend
 from stemrun.backends.record import Transition
 from stemrun.brokers.base import Delivery
-from stemrun.config.model import TaskConfig
+from stemrun.brokers.memory import MemoryBroker
+from stemrun.client import Stem
+from stemrun.clock import ManualClock
+from stemrun.config import config_from_mapping
+from stemrun.config.model import Config, TaskConfig
 from stemrun.envelope import Envelope
-from stemrun.metrics import Snapshot, render
+from stemrun.errors import BrokerError
+from stemrun.metrics import MetricsServer, Snapshot, StoreCollector, families
 from stemrun.observe import totals, worker_view
+from stemrun.schedules.store import ScheduleEntry
 from stemrun.state import TaskState
+from stemrun.store_base import InProcessStore
+from stemrun.stores import schedule_store_for
 from stemrun.telemetry import ActiveTask, Heartbeat, counter_name, heartbeat_ttl, parse_counters
 from stemrun.worker.execute import Outcome
 from stemrun.worker.lease import Held
 from stemrun.worker.metrics import Recorder
 from stemrun.worker.settle import Settlement
-from tests.metrics_parser import ExpositionError, parse
 
 ODD = 'we"ird\\task\nname'
+
+
+class _Fixed:
+    """A collector exposing one snapshot, as the endpoint's collector would after reading it."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> list[Metric]:
+        return families(self.snapshot)
+
+
+def _scrape(collector: Any) -> dict[str, Metric]:
+    """The exposition text a scrape returns, parsed as Prometheus parses it."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def _value(family: Metric, **labels: str) -> float:
+    """The one sample of `family` with exactly these labels."""
+    (value,) = [s.value for s in family.samples if s.labels == labels]
+    return value
+
+
+def _total(family: Metric, suffix: str = "") -> float:
+    return sum(s.value for s in family.samples if s.name == family.name + suffix)
 
 
 def _snapshot(raw: dict[str, int]) -> Snapshot:
@@ -37,7 +80,7 @@ def _snapshot(raw: dict[str, int]) -> Snapshot:
     )
 
 
-def test_render_is_valid_exposition_with_the_spec_names() -> None:
+def test_a_scrape_has_the_documented_names_types_and_labels() -> None:
     raw = {
         counter_name("started", "email.send", "default"): 3,
         counter_name("succeeded", "email.send", "default"): 2,
@@ -47,22 +90,27 @@ def test_render_is_valid_exposition_with_the_spec_names() -> None:
         counter_name("duration_bucket", "email.send", "default", "+Inf"): 1,
         counter_name("duration_us", "email.send", "default"): 500_005_000,
     }
-    families = parse(render(_snapshot(raw)))
-    for kind in ("started", "succeeded", "failed", "retried", "dead_lettered"):
-        assert families[f"stem_tasks_{kind}_total"].type == "counter"
-    assert families["stem_tasks_started_total"].value(task="email.send", queue="default") == 3
-    assert families["stem_tasks_failed_total"].value(task=ODD, queue="default") == 1
-    duration = families["stem_task_duration_seconds"]
+    found = _scrape(_Fixed(_snapshot(raw)))
+    for kind in ("started", "succeeded", "failed", "retried", "dead_lettered", "cancelled"):
+        family = found[f"stem_tasks_{kind}"]  # the parser drops a counter's `_total`
+        assert family.type == "counter"
+        assert {s.name for s in family.samples} <= {f"stem_tasks_{kind}_total"}
+    assert _value(found["stem_tasks_started"], task="email.send", queue="default") == 3
+    assert _value(found["stem_tasks_failed"], task=ODD, queue="default") == 1  # escaped
+    duration = found["stem_task_duration_seconds"]
     assert duration.type == "histogram"
-    assert duration.total("stem_task_duration_seconds_count") == 3
-    assert duration.total("stem_task_duration_seconds_sum") == pytest.approx(500.005)
-    depth = families["stem_queue_depth"]
+    assert _total(duration, "_count") == 3
+    assert _total(duration, "_sum") == pytest.approx(500.005)
+    depth = found["stem_queue_depth"]
     assert depth.type == "gauge"
-    assert depth.value(queue="default", state="pending") == 4
-    assert depth.value(queue="default", state="dead") == 3
-    assert families["stem_queue_paused"].value(queue="default") == 1
-    assert families["stem_tasks_in_flight"].value() == 2  # the stale worker's task is not counted
-    assert families["stem_schedule_drift_seconds"].value(schedule="nightly") == 1.5
+    assert _value(depth, queue="default", state="pending") == 4
+    assert _value(depth, queue="default", state="dead") == 3
+    assert _value(found["stem_queue_paused"], queue="default") == 1
+    assert _value(found["stem_tasks_in_flight"]) == 2  # the stale worker's task is not counted
+    assert _value(found["stem_workers"], state="live") == 1
+    assert _value(found["stem_workers"], state="stale") == 1
+    assert _value(found["stem_schedule_drift_seconds"], schedule="nightly") == 1.5
+    assert found["stem_schedule_drift_seconds"].type == "gauge"
 
 
 def test_histogram_buckets_are_cumulative() -> None:
@@ -71,26 +119,110 @@ def test_histogram_buckets_are_cumulative() -> None:
         counter_name("duration_bucket", "t", "q", "0.5"): 3,
         counter_name("duration_us", "t", "q"): 1,
     }
-    samples = parse(render(_snapshot(raw)))["stem_task_duration_seconds"].samples
-    buckets = {lab["le"]: v for name, lab, v in samples if name.endswith("_bucket")}
+    samples = _scrape(_Fixed(_snapshot(raw)))["stem_task_duration_seconds"].samples
+    buckets = {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")}
+    assert list(buckets) == [
+        *("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0"),
+        *("10.0", "30.0", "60.0", "300.0", "+Inf"),
+    ]
     assert buckets["0.005"] == 2 and buckets["0.25"] == 2 and buckets["0.5"] == 5
     assert buckets["+Inf"] == 5
+    assert {(s.labels["task"], s.labels["queue"]) for s in samples} == {("t", "q")}
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "stem_x 1\n",  # no TYPE
-        "# TYPE stem_x counter\nstem_x{a=b} 1\n",  # unquoted label
-        "# TYPE stem_x counter\nstem_x one\n",  # not a number
-        "# TYPE stem_x counter\nstem_x 1\nstem_x 2\n",  # duplicate series
-        "# TYPE stem_x counter\nstem_x 1",  # no final newline
-        '# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n',
-    ],
-)
-def test_the_test_parser_is_strict(text: str) -> None:
-    with pytest.raises(ExpositionError):
-        parse(text)
+def test_a_scrape_with_no_data_still_declares_every_family() -> None:
+    found = _scrape(_Fixed(Snapshot()))
+    outcomes = ("started", "succeeded", "failed", "retried", "dead_lettered", "cancelled")
+    assert set(found) == {
+        *(f"stem_tasks_{kind}" for kind in outcomes),
+        "stem_task_duration_seconds",
+        "stem_queue_depth",
+        "stem_queue_paused",
+        "stem_tasks_in_flight",
+        "stem_workers",
+        "stem_schedule_drift_seconds",
+    }
+    assert found["stem_schedule_drift_seconds"].samples == []
+    assert _value(found["stem_tasks_in_flight"]) == 0
+
+
+@pytest.fixture
+def memory_config(tmp_path: Path) -> Iterator[Config]:
+    yield config_from_mapping(
+        {
+            "broker": "memory://",
+            "queues": {"default": {}, "mail": {}},
+            "tasks": {"add": {"handler": "x:add"}},
+        },
+        root_dir=tmp_path,
+    )
+    InProcessStore.reset_all()
+
+
+def _beat(worker: str, *tasks: str) -> Heartbeat:
+    active = tuple(
+        ActiveTask(id=task_id, task="add", queue="default", attempt=0, started_at=1.0)
+        for task_id in tasks
+    )
+    return Heartbeat(id=worker, host="h", pid=1, active=active, heartbeat_interval_s=10.0)
+
+
+def test_the_collector_reads_every_store_at_scrape_time(memory_config: Config) -> None:
+    clock = ManualClock(time.time() - 3600)
+    backend = MemoryBackend(clock=clock)
+    with Stem(memory_config, broker=MemoryBroker(), backend=backend) as stem:
+        backend.put_worker(_beat("gone", "t0"), ttl_s=7200)
+        clock.advance(3600)
+        backend.put_worker(_beat("busy", "t1", "t2"), ttl_s=60)
+        stem.enqueue_many([("add", {}), ("add", {})])
+        backend.set_paused("mail", True)
+        backend.incr_counters({counter_name("succeeded", "add", "default"): 4})
+        schedules = schedule_store_for(memory_config)
+        schedules.add(ScheduleEntry(name="nightly", task="add", spec="every:1h", next_run_at=1.0))
+        found = _scrape(StoreCollector(stem))
+    assert _value(found["stem_tasks_succeeded"], task="add", queue="default") == 4
+    assert _value(found["stem_queue_depth"], queue="default", state="pending") == 2
+    assert _value(found["stem_queue_paused"], queue="mail") == 1
+    assert _value(found["stem_queue_paused"], queue="default") == 0
+    assert _value(found["stem_workers"], state="live") == 1
+    assert _value(found["stem_workers"], state="stale") == 1
+    assert _value(found["stem_tasks_in_flight"]) == 2  # not "gone"'s task
+    assert _value(found["stem_schedule_drift_seconds"], schedule="nightly") > 3600
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_endpoint_answers_a_failed_scrape_with_500_and_keeps_serving(
+    memory_config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = MetricsServer(memory_config, 0).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with monkeypatch.context() as patch:
+
+            def broken(stem: Stem) -> list[dict[str, Any]]:
+                raise BrokerError("broker memory://: down")
+
+            patch.setattr("stemrun.metrics.queue_views", broken)
+            status, body = _get(f"{base}/metrics")
+            assert (status, body) == (500, "scrape failed: broker memory://: down\n")
+        assert "metrics scrape failed" in caplog.text
+        status, body = _get(f"{base}/metrics")
+        assert _get(f"{base}/other")[0] == 404
+        _, only = _get(f"{base}/metrics?name[]=stem_workers")
+    finally:
+        server.close()
+    assert status == 200
+    names = {family.name for family in text_string_to_metric_families(body)}
+    assert "stem_queue_depth" in names
+    assert not [name for name in names if not name.startswith("stem_")]  # no process metrics
+    assert [family.name for family in text_string_to_metric_families(only)] == ["stem_workers"]
 
 
 def test_counter_names_round_trip_any_task_or_queue() -> None:
@@ -186,7 +318,7 @@ def test_run_time_goes_to_the_histogram() -> None:
     recorder.ran(held, Outcome(status="succeeded", runtime_s=0.2), now=11.0)
     recorder.ran(held, Outcome(status="failed"), now=12.0)  # killed: no measured run time
     recorder.flush()
-    families = parse(render(Snapshot(counters=parse_counters(backend.counters()))))
-    duration = families["stem_task_duration_seconds"]
-    assert duration.total("stem_task_duration_seconds_count") == 2
-    assert duration.total("stem_task_duration_seconds_sum") == pytest.approx(2.2)
+    snapshot = Snapshot(counters=parse_counters(backend.counters()))
+    duration = _scrape(_Fixed(snapshot))["stem_task_duration_seconds"]
+    assert _total(duration, "_count") == 2
+    assert _total(duration, "_sum") == pytest.approx(2.2)

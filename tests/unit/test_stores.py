@@ -80,8 +80,8 @@ def test_require_returns_the_capability_or_names_store_and_capability() -> None:
     class Bare(ResultBackend):  # records only: no listing, no flow control
         pass
 
-    Bare.__abstractmethods__ = frozenset()  # instantiate the bare contract for the message
-    with pytest.raises(BackendError, match=r"result backend memory://: cannot list status records"):
+    Bare.__abstractmethods__ = frozenset()  # no method is called: only the message matters
+    with pytest.raises(BackendError, match=r"result backend memory:// cannot list status records"):
         require(Bare("memory://"), RecordListing)
     with pytest.raises(BackendError, match="FlowControl capability"):
         require(Bare("memory://"), FlowControl)

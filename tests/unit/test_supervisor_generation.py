@@ -1,4 +1,4 @@
-"""Which children a reload restarts for which edit of stem.yaml (SPEC §11)."""
+"""Which children a reload restarts for which edit of stem.yaml (docs/supervisor.md)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,98 @@
+"""A worker's settlements between two writes: built from outcomes, written once per loop iteration.
+
+Each flush is one `settle.apply` batch (transitions, canvas continuations, broker moves, acks);
+only once it is written are its counters recorded, its unique keys released and its events logged.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from stemrun.backends.base import ResultBackend
+from stemrun.brokers.base import Broker
+from stemrun.worker import report, settle
+from stemrun.worker.continuation import Continuations
+from stemrun.worker.execute import Outcome
+from stemrun.worker.flow import FlowGate
+from stemrun.worker.lease import Held
+from stemrun.worker.metrics import Recorder
+
+#: Events that end the processing of a delivery, and those of them that are failures.
+_PROCESSED = frozenset({"succeeded", "retried", "failed", "dead-lettered"})
+_FAILED = frozenset({"retried", "failed", "dead-lettered"})
+
+
+class Settler:
+    """The settlements one worker has yet to write, and its processed / failed tallies."""
+
+    def __init__(
+        self,
+        worker: str,
+        *,
+        backend: ResultBackend,
+        broker: Broker,
+        continuations: Continuations,
+        flow: FlowGate,
+        metrics: Recorder,
+    ) -> None:
+        self._worker = worker
+        self._backend = backend
+        self._broker = broker
+        self._continuations = continuations
+        self._flow = flow
+        self._metrics = metrics
+        self._pending: list[settle.Settlement] = []
+        self._rng = random.Random()  # retry jitter
+        self.processed = 0
+        self.failed = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether settlements wait for the next flush."""
+        return bool(self._pending)
+
+    def add(self, items: Iterable[settle.Settlement]) -> None:
+        """Keep settlements for the next flush, counting the processed and failed ones."""
+        for item in items:
+            if item.event in _PROCESSED:
+                self.processed += 1
+            if item.event in _FAILED:
+                self.failed += 1
+            self._pending.append(item)
+
+    def outcome(self, held: Held, outcome: Outcome, now: float) -> None:
+        """Settle an attempt by how it ended: succeeded, cancelled, or retried / failed."""
+        self._metrics.ran(held, outcome, now)
+        delivery, envelope, task = held.delivery, held.envelope, held.task
+        if outcome.status == "succeeded":
+            item = settle.succeeded(delivery, envelope, task, outcome, now)
+        elif outcome.status == "cancelled":
+            item = settle.cancelled(delivery, envelope, task, now)
+        else:
+            item = settle.unsuccessful(delivery, envelope, task, outcome, now, self._rng)
+        self.add([item])
+
+    def flush(self) -> None:
+        """Write the pending settlements as one batch.
+
+        Raises BackendError / BrokerError; the batch then stays pending and is written again
+        (every write in it is fenced or keyed by its receipt).
+        """
+        if not self._pending:
+            return
+        batch = self._pending
+        settle.apply(self._backend, self._broker, batch, self._continuations.run)
+        self._pending = []
+        self._flow.settled(batch)
+        self._metrics.settled(batch)
+        for item in batch:
+            report.task_event(
+                item.event,
+                task=item.task,
+                task_id=item.delivery.id,
+                attempt=item.attempt,
+                queue=item.delivery.queue,
+                worker=self._worker,
+                detail=item.detail,
+            )
