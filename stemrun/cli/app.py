@@ -19,19 +19,22 @@ from stemrun.cli import (
     supervise,
     workflow,
 )
+from stemrun.cli.options import RootGroup, root_options
 
 app = typer.Typer(
     name="stemrun",
+    cls=RootGroup,  # gives -C/--config, --log-level, --log-format to every command
+    callback=root_options,
     help="Background tasks for Python, declared in one stem.yaml.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (project, supervise, run, schedule, produce, workflow, health, keys, cancel, observe):
+for module in (
+    project, supervise, run, schedule, produce, workflow, health, keys, cancel, observe,
+    dashboard, dlq, queue,
+):  # fmt: skip
     module.register(app)
-dashboard.register(app)
-app.add_typer(dlq.app, name="dlq")
-app.add_typer(queue.app, name="queue")
 
 
 def main() -> None:

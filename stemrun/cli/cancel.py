@@ -8,10 +8,7 @@ import typer
 
 from stemrun.cli.common import (
     EXIT_FAILED,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
     exits,
     fail,
     load,
@@ -30,14 +27,12 @@ def register(app: typer.Typer) -> None:
 
 @exits
 def cancel(
+    ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(help="Id of the task to cancel.")],
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cancel a queued task (persistently), or a running one cooperatively."""
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     with Stem(loaded) as stem:
         before = stem.backend.get(task_id)
         if before is None:

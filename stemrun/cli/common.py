@@ -1,4 +1,4 @@
-"""What every command shares: the common options, config loading and error -> exit code mapping."""
+"""What every command shares: loading the config, error -> exit code mapping, output helpers."""
 
 from __future__ import annotations
 
@@ -6,52 +6,62 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from datetime import datetime, tzinfo
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from stemrun.cli.options import common_options
 from stemrun.config.model import Config
 from stemrun.errors import ConfigError, HandlerImportError, StemrunError, UsageError
 from stemrun.logs import setup_logging
+from stemrun.stores import process_local
+from stemrun.url import mask_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-C", help="Path to stem.yaml (default: $STEM_CONFIG, else ./stem.yaml)."
-    ),
-]
-LogLevelOpt = Annotated[
-    str | None, typer.Option("--log-level", help="debug | info | warning | error.")
-]
-LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="text | json.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def load(config: Path | None, log_level: str | None, log_format: str | None) -> Config:
-    """Load stem.yaml and set up logging (CLI flags win over the file). Raises ConfigError."""
+def load(ctx: typer.Context) -> Config:
+    """Load the stem.yaml the common options name and set up logging (flags win over the file).
+
+    Raises ConfigError.
+    """
     from stemrun.config import load_config
 
-    for value, allowed in (
-        (log_level, ("debug", "info", "warning", "error")),
-        (log_format, ("text", "json")),
-    ):
-        if value is not None and value not in allowed:
-            raise UsageError(f"{value!r} is not one of: {', '.join(allowed)}")
-    loaded = load_config(config)
-    setup_logging(log_level or loaded.logging.level, log_format or loaded.logging.format)
+    given = common_options(ctx)
+    loaded = load_config(given.config)
+    setup_logging(
+        given.log_level or loaded.logging.level, given.log_format or loaded.logging.format
+    )
     return loaded
 
 
+def refuse_memory(config: Config, command: str, *, schedules: bool = False) -> None:
+    """Exit 2 when a store `command` shares with other processes is memory:// (one process only).
+
+    The broker and result backend, plus the schedule store with `schedules`.
+    """
+    stores = {"broker": config.broker, "result_backend": config.result_backend}
+    if schedules:
+        stores["schedule_store"] = config.schedule_store
+    for role, url in stores.items():
+        if process_local(url):
+            fail(
+                f"{role} {mask_url(url)}: `stemrun {command}` cannot use memory:// (it only lives "
+                "inside one process); use sqlite:///.stem/stem.db or a Redis/Postgres URL",
+                EXIT_USAGE,
+            )
+
+
 def exits(fn: Callable[P, R]) -> Callable[P, R]:
-    """Map stemrun errors to the SPEC exit codes: 2 for usage/config, 1 for failures."""
+    """Map stemrun errors to the exit codes: 2 for usage/config, 1 for failures."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -71,6 +81,38 @@ def fail(message: str, code: int) -> NoReturn:
     """Print a diagnostic to stderr and exit with `code`."""
     typer.echo(message, err=True)
     raise typer.Exit(code)
+
+
+def duration_flag(value: str, flag: str, *, positive: bool = False) -> float:
+    """A duration flag's value in seconds (`30s`, `500ms`). Raises UsageError."""
+    from stemrun.config import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+    if positive and seconds <= 0:
+        raise UsageError(f"{flag} must be positive, got {value!r}")
+    return seconds
+
+
+def optional_duration_flag(value: str | None, flag: str) -> float | None:
+    """`duration_flag`, or None when the flag is absent. Raises UsageError."""
+    return None if value is None else duration_flag(value, flag)
+
+
+def datetime_flag(value: str | None, flag: str, tz: tzinfo) -> datetime | None:
+    """An ISO-8601 flag's datetime (None when absent); a naive one is read in `tz`.
+
+    Raises UsageError.
+    """
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not an ISO-8601 datetime: {value!r}") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
 
 
 def print_json(data: Any) -> None:

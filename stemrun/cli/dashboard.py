@@ -7,15 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import (
-    EXIT_USAGE,
-    ConfigOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    exits,
-    fail,
-    load,
-)
+from stemrun.cli.common import EXIT_USAGE, exits, fail, load
 from stemrun.config.model import Config
 from stemrun.errors import MissingDependency
 
@@ -30,6 +22,7 @@ def register(root: typer.Typer) -> None:
 
 @exits
 def dashboard(
+    ctx: typer.Context,
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (loopback unless you say so).")
     ] = "127.0.0.1",
@@ -37,9 +30,6 @@ def dashboard(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Hide every action and refuse its POSTs (403).")
     ] = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve the web dashboard: queues, workers, tasks, dead letters, schedules."""
     from stemrun import dashboard as web
@@ -49,7 +39,7 @@ def dashboard(
     except MissingDependency as exc:
         # A missing extra is an install problem, not a failed operation: usage exit code.
         fail(f"error: {exc}", EXIT_USAGE)
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     serve(loaded, host, port, read_only, os.environ.get(TOKEN_ENV) or None)
 
 

@@ -9,11 +9,9 @@ import typer
 from stemrun.brokers.base import DeadLetter
 from stemrun.cli.common import (
     EXIT_FAILED,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
     confirm_or_refuse,
+    duration_flag,
     exits,
     fail,
     load,
@@ -27,6 +25,11 @@ app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_he
 QueueOpt = Annotated[str | None, typer.Option("--queue", "-Q", help="Only this queue.")]
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="At most this many.")]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    root.add_typer(app, name="dlq")
 
 
 def _row(entry: DeadLetter) -> dict[str, Any]:
@@ -44,15 +47,13 @@ def _row(entry: DeadLetter) -> dict[str, Any]:
 @app.command("list")
 @exits
 def list_(
+    ctx: typer.Context,
     queue: QueueOpt = None,
     limit: LimitOpt = 100,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List dead letters, oldest first."""
-    with Stem(load(config, log_level, log_format)) as stem:
+    with Stem(load(ctx)) as stem:
         rows = [_row(entry) for entry in stem.dead_letters(queue, limit)]
     if json_out:
         print_json(rows)
@@ -70,14 +71,12 @@ def list_(
 @app.command("show")
 @exits
 def show(
+    ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(help="Task id of the dead letter.")],
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show one dead letter with its error and traceback."""
-    with Stem(load(config, log_level, log_format)) as stem:
+    with Stem(load(ctx)) as stem:
         entry = stem.dead_letter_admin.dead_letter_get(task_id)
     if entry is None:
         fail(f"no dead letter with id {task_id!r}", EXIT_FAILED)
@@ -96,6 +95,7 @@ def show(
 @app.command("replay")
 @exits
 def replay(
+    ctx: typer.Context,
     queue: QueueOpt = None,
     task_ids: Annotated[
         list[str] | None, typer.Option("--id", help="Replay this id (repeatable).")
@@ -104,14 +104,9 @@ def replay(
     delay: Annotated[str | None, typer.Option("--delay", help="Delay before they run.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would run.")] = False,
     yes: YesOpt = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Re-enqueue dead letters under their ids with a fresh retry budget."""
-    from stemrun.config import parse_duration
-
-    with Stem(load(config, log_level, log_format)) as stem:
+    with Stem(load(ctx)) as stem:
         entries = _select(stem, queue, task_ids or [], limit)
         for entry in entries:
             typer.echo(f"{'would replay' if dry_run else 'replay'} {entry.id} ({entry.task})")
@@ -121,10 +116,7 @@ def replay(
             return
         if not confirm_or_refuse(f"Replay {len(entries)} dead letter(s)?", yes):
             raise typer.Exit(EXIT_FAILED)
-        try:
-            delay_s = parse_duration(delay) if delay else 0.0
-        except ValueError as exc:
-            raise UsageError(f"--delay: {exc}") from exc
+        delay_s = duration_flag(delay, "--delay") if delay else 0.0
         done = stem.replay(entries, delay=delay_s)
         typer.echo(f"replayed {len(done)} task(s)", err=True)
 
@@ -144,19 +136,17 @@ def _select(stem: Stem, queue: str | None, ids: list[str], limit: int) -> list[D
 @app.command("purge")
 @exits
 def purge(
+    ctx: typer.Context,
     queue: QueueOpt = None,
     task_ids: Annotated[
         list[str] | None, typer.Option("--id", help="Purge just this id (repeatable).")
     ] = None,
     yes: YesOpt = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Delete dead letters (of one queue, all, or just the given ids)."""
     if queue and task_ids:
         raise UsageError("give --queue or --id, not both")
-    with Stem(load(config, log_level, log_format)) as stem:
+    with Stem(load(ctx)) as stem:
         if task_ids:
             _purge_ids(stem, task_ids, yes)
             return

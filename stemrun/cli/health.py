@@ -9,15 +9,12 @@ import typer
 from stemrun.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
+    duration_flag,
     exits,
     load,
     print_json,
 )
-from stemrun.errors import UsageError
 from stemrun.health import DEFAULT_TIMEOUT_S, Check, Report, check, targets
 
 
@@ -28,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 @exits
 def health(
+    ctx: typer.Context,
     broker: Annotated[
         str | None, typer.Option("--broker", help="Check this broker URL instead.")
     ] = None,
@@ -38,14 +36,14 @@ def health(
         str | None,
         typer.Option("--timeout", help=f"Deadline per store (default {DEFAULT_TIMEOUT_S:g}s)."),
     ] = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check that every configured store answers (TLS diagnostics included)."""
-    loaded = load(config, log_level, log_format)
-    report = check(loaded, targets(loaded, broker, backend), _timeout(timeout))
+    loaded = load(ctx)
+    per_store_s = DEFAULT_TIMEOUT_S
+    if timeout is not None:
+        per_store_s = duration_flag(timeout, "--timeout", positive=True)
+    report = check(loaded, targets(loaded, broker, backend), per_store_s)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -66,17 +64,3 @@ def _line(item: Check, url_width: int) -> str:
     status = "ok" if item.ok else "FAILED"
     line = f"{item.role:<14}  {item.url:<{url_width}}  {status:<6}  {item.latency_ms:>8.1f} ms"
     return line if item.error is None else f"{line}  {item.error}"
-
-
-def _timeout(value: str | None) -> float:
-    from stemrun.config import parse_duration
-
-    if value is None:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"--timeout: {exc}") from exc
-    if seconds <= 0:
-        raise UsageError(f"--timeout must be positive, got {value!r}")
-    return seconds

@@ -1,7 +1,7 @@
 """`observe queues | workers | metrics | schedules`: live state from the stores, across processes.
 
-`--json` prints the SPEC shapes; `--watch` refreshes every `--interval` (in place on a terminal,
-one block or JSON document per refresh otherwise) until Ctrl-C.
+`--json` prints the shapes of docs/observability.md; `--watch` refreshes every `--interval` (in
+place on a terminal, one block or JSON document per refresh otherwise) until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,17 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stemrun.cli.common import (
-    ConfigOpt,
-    JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    exits,
-    load,
-    print_json,
-)
+from stemrun.cli.common import JsonOpt, duration_flag, exits, load, print_json
 from stemrun.client import Stem
-from stemrun.errors import UsageError
 from stemrun.observe import metric_totals, queue_views, schedule_views, worker_views
 from stemrun.stores import schedule_store_for
 from stemrun.telemetry import OUTCOMES
@@ -38,7 +29,6 @@ IntervalOpt = Annotated[
     str, typer.Option("--interval", help="Refresh period with --watch (e.g. 2s, 500ms).")
 ]
 
-#: (what to read, how to print it as text)
 View = Callable[[Stem], Any]
 Text = Callable[[Any], str]
 
@@ -46,66 +36,28 @@ Text = Callable[[Any], str]
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the app."""
     root.add_typer(app, name="observe")
+    for name, (view, text, summary) in COMMANDS.items():
+        app.command(name, help=summary)(_command(view, text))
 
 
-@app.command("queues")
-@exits
-def queues(
-    json_out: JsonOpt = False,
-    watch: WatchOpt = False,
-    interval: IntervalOpt = "2s",
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
-    """Pending, delayed, in-flight and dead messages per declared queue."""
-    stem = Stem(load(config, log_level, log_format))
-    _show(stem, queue_views, _queues_text, json_out, watch, interval)
+def _command(view: View, text: Text) -> Callable[..., None]:
+    """One `observe` command: print `view` once, or refresh it with --watch."""
+
+    @exits
+    def command(
+        ctx: typer.Context,
+        json_out: JsonOpt = False,
+        watch: WatchOpt = False,
+        interval: IntervalOpt = "2s",
+    ) -> None:
+        stem = Stem(load(ctx))
+        _show(stem, view, text, json_out, watch, interval)
+
+    return command
 
 
-@app.command("workers")
-@exits
-def workers(
-    json_out: JsonOpt = False,
-    watch: WatchOpt = False,
-    interval: IntervalOpt = "2s",
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
-    """Every worker's last heartbeat: its queues, running tasks and counts; stale ones marked."""
-    stem = Stem(load(config, log_level, log_format))
-    _show(stem, lambda s: worker_views(s, time.time()), _workers_text, json_out, watch, interval)
-
-
-@app.command("metrics")
-@exits
-def metrics(
-    json_out: JsonOpt = False,
-    watch: WatchOpt = False,
-    interval: IntervalOpt = "2s",
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
-    """Task outcome totals across every worker since the store was created."""
-    stem = Stem(load(config, log_level, log_format))
-    _show(stem, metric_totals, _metrics_text, json_out, watch, interval)
-
-
-@app.command("schedules")
-@exits
-def schedules(
-    json_out: JsonOpt = False,
-    watch: WatchOpt = False,
-    interval: IntervalOpt = "2s",
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
-    """Schedule entries: next and last fire, drift, last error, enabled."""
-    stem = Stem(load(config, log_level, log_format))
-    _show(stem, _schedules, _schedules_text, json_out, watch, interval)
+def _workers(stem: Stem) -> list[dict[str, Any]]:
+    return worker_views(stem, time.time())
 
 
 def _schedules(stem: Stem) -> list[dict[str, Any]]:
@@ -121,7 +73,7 @@ def _schedules(stem: Stem) -> list[dict[str, Any]]:
 
 def _show(stem: Stem, view: View, text: Text, json_out: bool, watch: bool, interval: str) -> None:
     """Print once, or refresh every `interval` until Ctrl-C. Raises UsageError, StemrunError."""
-    period = _period(interval)
+    period = duration_flag(interval, "--interval", positive=True)
     with stem:
         if not watch:
             _emit(view(stem), text, json_out)
@@ -167,18 +119,6 @@ def _live(stem: Stem, view: View, text: Text, period: float) -> None:
                 live.update(frame(), refresh=True)
     except KeyboardInterrupt:
         return
-
-
-def _period(value: str) -> float:
-    from stemrun.config import parse_duration
-
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"--interval: {exc}") from exc
-    if seconds <= 0:
-        raise UsageError(f"--interval must be positive, got {value!r}")
-    return seconds
 
 
 # -- text ---------------------------------------------------------------------------------------
@@ -268,3 +208,28 @@ def _schedules_text(rows: list[dict[str, Any]]) -> str:
         for row in rows
     ]
     return _table(headers, body)
+
+
+#: The `observe` commands: what each reads, how it prints as text, its help.
+COMMANDS: dict[str, tuple[View, Text, str]] = {
+    "queues": (
+        queue_views,
+        _queues_text,
+        "Pending, delayed, in-flight and dead messages per declared queue.",
+    ),
+    "workers": (
+        _workers,
+        _workers_text,
+        "Every worker's last heartbeat: its queues, running tasks and counts; stale ones marked.",
+    ),
+    "metrics": (
+        metric_totals,
+        _metrics_text,
+        "Task outcome totals across every worker since the store was created.",
+    ),
+    "schedules": (
+        _schedules,
+        _schedules_text,
+        "Schedule entries: next and last fire, drift, last error, enabled.",
+    ),
+}

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from stemrun.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
+    datetime_flag,
     exits,
     load,
+    optional_duration_flag,
     print_json,
 )
 from stemrun.cli.progress import progress_display
@@ -24,6 +23,7 @@ from stemrun.client import Stem, TaskStatus
 from stemrun.errors import UsageError, WaitTimeout
 from stemrun.state import TaskState
 
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait and print the final status.")]
 TimeoutOpt = Annotated[
     str | None, typer.Option("--timeout", help="Give up waiting after this duration (e.g. 30s).")
 ]
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
 @exits
 def enqueue(
+    ctx: typer.Context,
     task: Annotated[str, typer.Argument(help="Task name declared in stem.yaml.")],
     args: Annotated[str | None, typer.Option("--args", help="Arguments as a JSON object.")] = None,
     arg: Annotated[
@@ -53,53 +54,52 @@ def enqueue(
         str | None, typer.Option("--expires", help="Cancel if not started in.")
     ] = None,
     task_id: Annotated[str | None, typer.Option("--id", help="Task id (idempotent).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final status.")] = False,
+    wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Publish a task and print its id (with --wait: its final status as JSON)."""
-    loaded = load(config, log_level, log_format)
-    with Stem(loaded) as stem:
+    with Stem(load(ctx)) as stem:
         new_id = stem.enqueue(
             task,
             args=parse_args(args, arg or []),
             headers=_pairs(header or [], "--header", parse_values=False),
             queue=queue,
             priority=priority,
-            countdown=parse_duration_flag(countdown, "--countdown"),
-            eta=_iso(eta),
-            expires=parse_duration_flag(expires, "--expires"),
+            countdown=optional_duration_flag(countdown, "--countdown"),
+            # A time without an offset is read as UTC, never as the machine's local time.
+            eta=datetime_flag(eta, "--eta", UTC),
+            expires=optional_duration_flag(expires, "--expires"),
             task_id=task_id,
         )
         if not wait:
             typer.echo(new_id)
             return
-        typer.echo(new_id, err=True)
-        raise typer.Exit(wait_and_print(stem, new_id, parse_duration_flag(timeout, "--timeout")))
+        announce_and_wait(stem, new_id, timeout)
 
 
 @exits
 def status(
+    ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(help="Task id.")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a terminal state.")] = False,
     timeout: TimeoutOpt = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show a task's status; exit 1 for an unknown id (with --wait: unless it succeeded)."""
-    loaded = load(config, log_level, log_format)
-    with Stem(loaded) as stem:
+    with Stem(load(ctx)) as stem:
         current = stem.status(task_id)
         if wait and current.state is not TaskState.UNKNOWN:
-            raise typer.Exit(
-                wait_and_print(stem, task_id, parse_duration_flag(timeout, "--timeout"), json_out)
-            )
+            seconds = optional_duration_flag(timeout, "--timeout")
+            raise typer.Exit(wait_and_print(stem, task_id, seconds, json_out))
         _show(stem, current, json_out)
         raise typer.Exit(EXIT_FAILED if current.state is TaskState.UNKNOWN else EXIT_OK)
+
+
+def announce_and_wait(stem: Stem, task_id: str, timeout: str | None) -> NoReturn:
+    """After `--wait`: the new id to stderr, then wait and exit with `wait_and_print`'s code."""
+    typer.echo(task_id, err=True)
+    seconds = optional_duration_flag(timeout, "--timeout")
+    raise typer.Exit(wait_and_print(stem, task_id, seconds))
 
 
 def wait_and_print(stem: Stem, task_id: str, timeout: float | None, as_json: bool = True) -> int:
@@ -178,26 +178,3 @@ def _json_or_text(value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
-
-
-def parse_duration_flag(value: str | None, flag: str) -> float | None:
-    """A duration flag's value in seconds (None when absent). Raises UsageError."""
-    from stemrun.config import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from exc
-
-
-def _iso(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise UsageError(f"--eta is not an ISO-8601 datetime: {value!r}") from exc
-    # A time without an offset is read as UTC, never as the machine's local time.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -10,10 +10,7 @@ import typer
 
 from stemrun.cli.common import (
     EXIT_USAGE,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
     exits,
     fail,
     load,
@@ -57,9 +54,6 @@ def register(app: typer.Typer) -> None:
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("stem.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Write a commented starter stem.yaml (and a tasks.py beside it when there is none)."""
     if path.exists() and not force:
@@ -76,16 +70,14 @@ def init(
 
 @exits
 def validate(
+    ctx: typer.Context,
     imports: Annotated[
         bool, typer.Option("--imports", help="Also import every task handler.")
     ] = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate stem.yaml: schema, environment references, cross references, handler imports."""
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     if imports:
         _check_imports(loaded)
     mode, cannot_sign = signing_mode(loaded.signing)  # an incomplete producer config exits 2
@@ -126,14 +118,9 @@ def _check_imports(config: Config) -> None:
 
 
 @exits
-def tasks(
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
+def tasks(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the declared tasks with their options."""
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     rows = [_task_row(task) for task in loaded.tasks.values()]
     if json_out:
         print_json(rows)

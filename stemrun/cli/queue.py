@@ -6,15 +6,7 @@ from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import (
-    ConfigOpt,
-    JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    exits,
-    load,
-    print_json,
-)
+from stemrun.cli.common import JsonOpt, exits, load, print_json
 from stemrun.client import Stem
 from stemrun.config.model import Config
 from stemrun.errors import UnknownQueue
@@ -22,6 +14,11 @@ from stemrun.errors import UnknownQueue
 app = typer.Typer(help="Pause and resume queues (on every worker).", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="A queue declared in stem.yaml.")]
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    root.add_typer(app, name="queue")
 
 
 def set_paused(config: Config, queue: str, paused: bool) -> None:
@@ -34,37 +31,24 @@ def set_paused(config: Config, queue: str, paused: bool) -> None:
         stem.flow.set_paused(queue, paused)
 
 
-def _report(queue: str, paused: bool, json_out: bool) -> None:
+@app.command("pause")
+@exits
+def pause(ctx: typer.Context, name: NameArg, json_out: JsonOpt = False) -> None:
+    """Stop every worker taking tasks from a queue (persistent; running tasks finish)."""
+    _switch(ctx, name, True, json_out)
+
+
+@app.command("resume")
+@exits
+def resume(ctx: typer.Context, name: NameArg, json_out: JsonOpt = False) -> None:
+    """Let workers take tasks from a paused queue again."""
+    _switch(ctx, name, False, json_out)
+
+
+def _switch(ctx: typer.Context, queue: str, paused: bool, json_out: bool) -> None:
+    set_paused(load(ctx), queue, paused)
     if json_out:
         print_json({"queue": queue, "paused": paused})
     else:
         state = "paused: workers stop taking from it" if paused else "resumed"
         typer.echo(f"queue {queue} {state}", err=True)
-
-
-@app.command("pause")
-@exits
-def pause(
-    name: NameArg,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Stop every worker taking tasks from a queue (persistent; running tasks finish)."""
-    set_paused(load(config, log_level, log_format), name, True)
-    _report(name, True, json_out)
-
-
-@app.command("resume")
-@exits
-def resume(
-    name: NameArg,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Let workers take tasks from a paused queue again."""
-    set_paused(load(config, log_level, log_format), name, False)
-    _report(name, False, json_out)

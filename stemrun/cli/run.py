@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import EXIT_USAGE, ConfigOpt, LogFormatOpt, LogLevelOpt, exits, fail, load
-from stemrun.config.model import Config
+from stemrun.cli.common import exits, load, refuse_memory
 from stemrun.metrics import serve_worker_metrics
-from stemrun.stores import process_local
-from stemrun.url import mask_url
+
+
+class Pool(StrEnum):
+    """`--pool` values (a worker group's `pool` in stem.yaml)."""
+
+    PROCESS = "process"
+    THREAD = "thread"
+    ASYNC = "async"
 
 
 def register(app: typer.Typer) -> None:
@@ -18,19 +24,9 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
-def refuse_memory(config: Config, command: str) -> None:
-    """memory:// lives in one process; a separate worker process could never see its tasks."""
-    for role, url in (("broker", config.broker), ("result_backend", config.result_backend)):
-        if process_local(url):
-            fail(
-                f"{role} {mask_url(url)}: `stemrun {command}` cannot use memory:// (it only lives "
-                "inside one process); use sqlite:///.stem/stem.db or a Redis/Postgres URL",
-                EXIT_USAGE,
-            )
-
-
 @exits
 def worker(
+    ctx: typer.Context,
     group: Annotated[str | None, typer.Option("--group", help="Worker group to run.")] = None,
     queues: Annotated[
         str | None, typer.Option("--queues", "-Q", help="Comma-separated queues (overrides).")
@@ -38,26 +34,21 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once.")
     ] = None,
-    pool: Annotated[str | None, typer.Option("--pool", help="process | thread | async.")] = None,
+    pool: Annotated[Pool | None, typer.Option("--pool", help="Pool (overrides).")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Worker name.")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the queues are empty.")] = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Run one worker process for a worker group."""
     from stemrun.worker import Worker
 
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     refuse_memory(loaded, "worker")
-    if pool is not None and pool not in ("process", "thread", "async"):
-        fail(f"--pool must be one of: process, thread, async (got {pool!r})", EXIT_USAGE)
     runner = Worker(
         loaded,
         group=group,
         queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
         concurrency=concurrency,
-        pool=pool,  # type: ignore[arg-type]  # checked above
+        pool=None if pool is None else pool.value,  # a plain str: enum members hash by name
         name=name,
         burst=burst,
     )

@@ -4,33 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from stemrun.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
-    ConfigOpt,
     JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
     confirm_or_refuse,
+    datetime_flag,
     exits,
     fail,
     load,
     print_json,
+    refuse_memory,
 )
-from stemrun.cli.run import refuse_memory
 from stemrun.config.model import Config, ScheduleConfig
 from stemrun.errors import UsageError
 from stemrun.schedules.apply import ScheduleDiff, apply_schedules, set_enabled
-from stemrun.schedules.spec import Spec, next_fire, parse_spec, to_datetime, zone
+from stemrun.schedules.spec import Spec, fires, parse_spec, to_datetime, zone
 from stemrun.schedules.store import ScheduleEntry, ScheduleStore
-from stemrun.stores import process_local, schedule_store_for
-from stemrun.url import mask_url
+from stemrun.stores import schedule_store_for
 
 app = typer.Typer(
     help="Schedules: list, show, apply, dry-run, remove, enable, disable.", no_args_is_help=True
@@ -47,15 +44,17 @@ def register(root: typer.Typer) -> None:
 
 
 @contextmanager
-def _opened(
-    config: Path | None, log_level: str | None, log_format: str | None
-) -> Iterator[tuple[Config, ScheduleStore]]:
-    loaded = load(config, log_level, log_format)
+def _opened(ctx: typer.Context) -> Iterator[tuple[Config, ScheduleStore]]:
+    loaded = load(ctx)
     store = schedule_store_for(loaded)
     try:
         yield loaded, store
     finally:
         store.close()
+
+
+def _not_stored(entry_id: str) -> NoReturn:
+    fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
 
 
 def _iso(moment: datetime) -> str:
@@ -75,14 +74,9 @@ def _public(entry: ScheduleEntry) -> dict[str, Any]:
 
 @app.command("list")
 @exits
-def list_(
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the schedule entries in the store with their run state."""
-    with _opened(config, log_level, log_format) as (_, store):
+    with _opened(ctx) as (_, store):
         rows = [_public(entry) for entry in store.entries()]
     if json_out:
         print_json(rows)
@@ -101,18 +95,12 @@ def list_(
 
 @app.command("show")
 @exits
-def show(
-    entry_id: IdArg,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
+def show(ctx: typer.Context, entry_id: IdArg, json_out: JsonOpt = False) -> None:
     """Show one schedule entry; exit 1 if there is none with that id."""
-    with _opened(config, log_level, log_format) as (_, store):
+    with _opened(ctx) as (_, store):
         entry = store.get(entry_id)
     if entry is None:
-        fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+        _not_stored(entry_id)
     row = _public(entry)
     if json_out:
         print_json(row)
@@ -124,6 +112,7 @@ def show(
 @app.command("apply")
 @exits
 def apply(
+    ctx: typer.Context,
     file: Annotated[
         Path | None, typer.Option("--file", help="Apply the schedules of this stem.yaml instead.")
     ] = None,
@@ -132,13 +121,10 @@ def apply(
         bool, typer.Option("--prune", help="Remove stored entries no longer declared.")
     ] = False,
     yes: YesOpt = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Make the store match the declared schedules; prints the diff first."""
-    with _opened(config, log_level, log_format) as (loaded, store):
+    with _opened(ctx) as (loaded, store):
         declared = _declared(file)
         diff = apply_schedules(loaded, store, schedules=declared, prune=prune, dry_run=True)
         if dry_run or not diff.has_changes:
@@ -210,6 +196,7 @@ def _summary(diff: ScheduleDiff) -> str:
 @app.command("dry-run")
 @exits
 def dry_run(
+    ctx: typer.Context,
     entry_id: Annotated[
         str | None, typer.Option("--id", help="A stored or declared entry.")
     ] = None,
@@ -224,60 +211,42 @@ def dry_run(
         str | None,
         typer.Option("--from", help="ISO-8601 start (default now; naive: the entry's zone)."),
     ] = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Print the next fire times, one ISO-8601 datetime per line, in the entry's time zone."""
-    if (entry_id is None) == (spec is None):
-        fail("give exactly one of --id ID or --spec SPEC", EXIT_USAGE)
-    if spec is not None:
+    if spec is not None and entry_id is None:
         tz = _zone(timezone or "UTC")
-        parsed, first = _spec(spec), None
+        parsed = _spec(spec)
+        moments = fires(parsed, datetime_flag(start, "--from", tz) or datetime.now(UTC), tz, count)
+    elif entry_id is not None and spec is None:
+        moments = _entry_fires(_entry(ctx, entry_id), start, count)
     else:
-        assert entry_id is not None
-        with _opened(config, log_level, log_format) as (loaded, store):
-            entry = store.get(entry_id) or _declared_entry(loaded, entry_id)
-        tz, parsed = _zone(entry.timezone), _spec(entry.spec)
-        first = _stored_first(entry, parsed, _start(start, tz) if start else None, tz)
-    if first is None:
-        first = _first(parsed, _start(start, tz), tz, None)
-    for moment in _series(parsed, first, tz, count):
+        fail("give exactly one of --id ID or --spec SPEC", EXIT_USAGE)
+    for moment in moments:
         typer.echo(_iso(moment))
 
 
-def _declared_entry(config: Config, entry_id: str) -> ScheduleEntry:
-    declared = config.schedules.get(entry_id)
+def _entry(ctx: typer.Context, entry_id: str) -> ScheduleEntry:
+    """The stored entry, else the one stem.yaml declares (not applied yet); exit 1 if neither."""
+    with _opened(ctx) as (loaded, store):
+        entry = store.get(entry_id)
+    if entry is not None:
+        return entry
+    declared = loaded.schedules.get(entry_id)
     if declared is None:
         fail(f"no schedule entry {entry_id!r} in the store or stem.yaml", EXIT_FAILED)
     return ScheduleEntry.declared(declared)
 
 
-def _stored_first(
-    entry: ScheduleEntry, spec: Spec, start: datetime | None, tz: tzinfo
-) -> datetime | None:
-    """A stored, armed entry continues its own grid: from its next run (overdue shown first),
-    or from `start` on that grid; None when it has no run state to continue."""
-    if not entry.enabled or entry.next_run_at is None:
-        return None
-    anchor = to_datetime(entry.next_run_at, tz)
-    return anchor if start is None else _first(spec, start, tz, anchor)
-
-
-def _first(spec: Spec, start: datetime, tz: tzinfo, anchor: datetime | None) -> datetime | None:
-    """The first fire at or after `start`; a fresh `every:` grid starts at `start` itself."""
-    if spec.kind == "every" and anchor is None:
-        return start.astimezone(tz)
-    return next_fire(spec, start - timedelta(microseconds=1), tz, anchor=anchor)
-
-
-def _series(spec: Spec, first: datetime | None, tz: tzinfo, count: int) -> list[datetime]:
-    out: list[datetime] = []
-    current = first
-    while current is not None and len(out) < count:
-        out.append(current)
-        current = next_fire(spec, current, tz, anchor=current)
-    return out
+def _entry_fires(entry: ScheduleEntry, start: str | None, count: int) -> list[datetime]:
+    """An armed entry continues from its next run (an overdue fire is listed first), or from
+    `start` on its grid; a disabled or unapplied one fires as if applied at `start`."""
+    tz = _zone(entry.timezone)
+    next_run = None
+    if entry.enabled and entry.next_run_at is not None:
+        next_run = to_datetime(entry.next_run_at, tz)
+    last_run = None if entry.last_run_at is None else to_datetime(entry.last_run_at, tz)
+    begin = datetime_flag(start, "--from", tz) or next_run or datetime.now(UTC)
+    return fires(_spec(entry.spec), begin, tz, count, anchor=next_run, last_run=last_run)
 
 
 def _zone(name: str) -> tzinfo:
@@ -294,33 +263,17 @@ def _spec(text: str) -> Spec:
         raise UsageError(f"invalid spec: {exc}") from exc
 
 
-def _start(text: str | None, tz: tzinfo) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise UsageError(f"--from is not an ISO-8601 datetime: {text!r}") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
-
-
 @app.command("remove")
 @exits
-def remove(
-    entry_id: IdArg,
-    yes: YesOpt = False,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
+def remove(ctx: typer.Context, entry_id: IdArg, yes: YesOpt = False) -> None:
     """Delete one entry from the store; exit 1 if there is none with that id."""
-    with _opened(config, log_level, log_format) as (loaded, store):
+    with _opened(ctx) as (loaded, store):
         if store.get(entry_id) is None:
-            fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+            _not_stored(entry_id)
         if not confirm_or_refuse(f"Remove schedule entry {entry_id!r}?", yes):
             raise typer.Exit(EXIT_FAILED)
         if not store.remove(entry_id):
-            fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+            _not_stored(entry_id)
     typer.echo(f"removed {entry_id}", err=True)
     if entry_id in loaded.schedules:
         typer.echo("it is declared in stem.yaml: the next apply adds it back", err=True)
@@ -328,58 +281,37 @@ def remove(
 
 @app.command("enable")
 @exits
-def enable(
-    entry_id: IdArg,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
+def enable(ctx: typer.Context, entry_id: IdArg) -> None:
     """Enable one entry (it continues from its last run); exit 1 if unknown."""
-    _toggle(entry_id, True, config, log_level, log_format)
+    _toggle(ctx, entry_id, True)
 
 
 @app.command("disable")
 @exits
-def disable(
-    entry_id: IdArg,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-) -> None:
+def disable(ctx: typer.Context, entry_id: IdArg) -> None:
     """Disable one entry until enabled again (or re-applied from stem.yaml); exit 1 if unknown."""
-    _toggle(entry_id, False, config, log_level, log_format)
+    _toggle(ctx, entry_id, False)
 
 
-def _toggle(
-    entry_id: str, enabled: bool, config: Path | None, level: str | None, fmt: str | None
-) -> None:
-    with _opened(config, level, fmt) as (_, store):
+def _toggle(ctx: typer.Context, entry_id: str, enabled: bool) -> None:
+    with _opened(ctx) as (_, store):
         entry = set_enabled(store, entry_id, enabled)
     if entry is None:
-        fail(f"no schedule entry {entry_id!r} in the store", EXIT_FAILED)
+        _not_stored(entry_id)
     state = "enabled" if enabled else "disabled"
     typer.echo(f"{entry_id} {state}; next {_next(entry)}", err=True)
 
 
 @exits
 def beat(
+    ctx: typer.Context,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Beat name (lease owner).")
     ] = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Run one beat scheduler: applies the declared schedules, then fires due entries."""
     from stemrun.beat import Beat
 
-    loaded = load(config, log_level, log_format)
-    refuse_memory(loaded, "beat")
-    if process_local(loaded.schedule_store):
-        fail(
-            f"schedule_store {mask_url(loaded.schedule_store)}: `stemrun beat` cannot use "
-            "memory:// (it only lives inside one process); use sqlite:///.stem/stem.db or a "
-            "Redis/Postgres URL",
-            EXIT_USAGE,
-        )
+    loaded = load(ctx)
+    refuse_memory(loaded, "beat", schedules=True)
     raise typer.Exit(Beat(loaded, name=name).run())

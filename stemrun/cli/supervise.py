@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import ConfigOpt, LogFormatOpt, LogLevelOpt, exits, load
-from stemrun.cli.run import refuse_memory
+from stemrun.cli.common import exits, load, refuse_memory
+from stemrun.cli.options import common_options
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 @exits
 def up(
+    ctx: typer.Context,
     no_reload: Annotated[
         bool, typer.Option("--no-reload", help="Do not watch stem.yaml for changes.")
     ] = False,
@@ -33,22 +34,20 @@ def up(
     only: Annotated[
         str | None, typer.Option("--only", help="Comma-separated worker groups to run.")
     ] = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
 ) -> None:
     """Run every worker group (and beat) from stem.yaml; reload on change."""
     from stemrun.supervisor import Supervisor, UpOptions
 
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     refuse_memory(loaded, "up")
     groups = tuple(name.strip() for name in only.split(",") if name.strip()) if only else None
+    given = common_options(ctx)  # handed down to the children
     options = UpOptions(
         reload=not no_reload,
         reload_code=reload_code,
         beat=not no_beat,
         only=groups,
-        log_level=log_level,
-        log_format=log_format,
+        log_level=given.log_level.value if given.log_level else None,
+        log_format=given.log_format.value if given.log_format else None,
     )
     raise typer.Exit(Supervisor(loaded, options).run())

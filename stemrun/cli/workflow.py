@@ -6,16 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stemrun.cli.common import (
-    ConfigOpt,
-    JsonOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    exits,
-    load,
-    print_json,
-)
-from stemrun.cli.produce import TimeoutOpt, parse_args, parse_duration_flag, wait_and_print
+from stemrun.cli.common import JsonOpt, exits, load, print_json
+from stemrun.cli.produce import TimeoutOpt, WaitOpt, announce_and_wait, parse_args
 from stemrun.client import Stem
 from stemrun.config.model import WorkflowConfig
 
@@ -37,14 +29,9 @@ def _row(workflow: WorkflowConfig) -> dict[str, Any]:
 
 @app.command("list")
 @exits
-def list_(
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
+def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the workflows with their kind and steps."""
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     rows = [_row(w) for _, w in sorted(loaded.workflows.items())]
     if json_out:
         print_json(rows)
@@ -62,6 +49,7 @@ def list_(
 @app.command("run")
 @exits
 def run(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Workflow name declared in stem.yaml.")],
     args: Annotated[
         str | None,
@@ -69,25 +57,18 @@ def run(
             "--args", help="JSON object merged into the first chain step or every member."
         ),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final status.")] = False,
+    wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
-    config: ConfigOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a workflow and print its id (with --wait: its final status as JSON)."""
-    loaded = load(config, log_level, log_format)
+    loaded = load(ctx)
     parsed = parse_args(args, [])
     with Stem(loaded) as stem:
         workflow_id = stem.run_workflow(name, parsed)
-        if not wait:
-            if json_out:
-                print_json({"id": workflow_id, "workflow": name})
-            else:
-                typer.echo(workflow_id)
-            return
-        typer.echo(workflow_id, err=True)
-        raise typer.Exit(
-            wait_and_print(stem, workflow_id, parse_duration_flag(timeout, "--timeout"))
-        )
+        if wait:
+            announce_and_wait(stem, workflow_id, timeout)
+        if json_out:
+            print_json({"id": workflow_id, "workflow": name})
+        else:
+            typer.echo(workflow_id)

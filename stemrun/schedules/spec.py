@@ -35,6 +35,7 @@ __all__ = [
 
 _MAX_CANDIDATES = 10_000  # cron matches skipped while stepping over a fall-back hour (~60 needed)
 _MINUTE = timedelta(minutes=1)
+_TICK = timedelta(microseconds=1)  # datetimes are exact to it: after `t - _TICK` = from `t` on
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -119,10 +120,28 @@ def first_fire(spec: Spec, now: datetime, tz: tzinfo = UTC) -> datetime | None:
     return next_fire(spec, now, tz)
 
 
-def fires(spec: Spec, start: datetime, tz: tzinfo, count: int) -> list[datetime]:
-    """The next `count` fires from `start`: the first as `first_fire`, then `next_fire`."""
+def fires(
+    spec: Spec,
+    start: datetime,
+    tz: tzinfo,
+    count: int,
+    *,
+    anchor: datetime | None = None,
+    last_run: datetime | None = None,
+) -> list[datetime]:
+    """The first `count` fires at or after `start`, in `tz`, as beat makes them.
+
+    `every:` keeps the grid through `anchor` (a stored entry's next run), else starts one at
+    `start`. An `at:` fires once at its instant even when that is past (beat fires a past `at:`
+    at once, docs/scheduling.md), and never again once that instant is the entry's `last_run`.
+    Raises ValueError for a naive `start`.
+    """
+    if spec.kind == "at":
+        once = first_fire(spec, start, tz)
+        spent = last_run is not None and once == last_run
+        return [] if spent or once is None or count < 1 else [once]
     out: list[datetime] = []
-    current = first_fire(spec, start, tz)
+    current = next_fire(spec, start - _TICK, tz, anchor=anchor or start)
     while current is not None and len(out) < count:
         out.append(current)
         current = next_fire(spec, current, tz, anchor=current)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stemrun.stores import open_schedule_store
-from tests.e2e.conftest import STEM_YAML, Project
+from tests.e2e.conftest import STEM_YAML, Project, wait_until
 
 SCHEDULES = """
 schedules:
@@ -174,6 +174,24 @@ def test_dry_run_prints_iso_times_in_the_entry_zone(applied: Project) -> None:
     assert neither.returncode == 2
     unknown = applied.run("schedule", "dry-run", "--id", "nope")
     assert unknown.returncode == 1
+
+
+def test_a_past_at_shows_the_one_fire_beat_makes_and_nothing_once_fired(project: Project) -> None:
+    configure(project, "schedules:\n  once: {task: record, spec: 'at:2020-01-01T09:00:00Z'}\n")
+    past = ["2020-01-01T09:00:00+00:00"]  # beat fires it once, at once, when first applied
+    assert (
+        project.run("schedule", "dry-run", "--spec", "at:2020-01-01T09:00:00Z").stdout.split()
+        == past
+    )
+    assert project.run("schedule", "dry-run", "--id", "once").stdout.split() == past  # declared
+    assert project.run("schedule", "apply", "--yes").returncode == 0
+    assert project.run_json("schedule", "show", "once", "--json")["next_run_at"] == past[0]
+    assert project.run("schedule", "dry-run", "--id", "once").stdout.split() == past  # stored
+    project.start("beat", "-C", "stem.yaml")
+    wait_until(lambda: stored(project)["once"]["enabled"] is False, 30, "beat never fired it")
+    spent = project.run("schedule", "dry-run", "--id", "once")
+    assert spent.returncode == 0 and spent.stdout == ""
+    assert project.run_json("schedule", "show", "once", "--json")["next_run_at"] is None
 
 
 def test_disable_enable_and_remove(applied: Project) -> None:

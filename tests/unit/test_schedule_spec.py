@@ -1,4 +1,4 @@
-"""next_fire and spec parsing: cron (DST, OR rule, names, steps), every: grids, at:, bad specs."""
+"""Spec parsing, next_fire and fires: cron (DST, OR rule, names, steps), every: grids, at:."""
 
 from __future__ import annotations
 
@@ -120,6 +120,31 @@ def test_first_fire_of_every_is_now_and_of_cron_the_next_match() -> None:
     now = utc(2024, 1, 1, 7, 30)
     assert first_fire(parse_spec("every:1h"), now) == now
     assert first_fire(parse_spec("cron:0 8 * * *"), now) == utc(2024, 1, 1, 8)
+
+
+def test_fires_lists_a_past_at_once_as_beat_fires_it_and_nothing_once_spent() -> None:
+    past = parse_spec("at:2020-01-01T09:00")  # naive: wall time in the entry's zone
+    now = utc(2024, 1, 1)
+    # beat fires a past `at:` once, at once, when first applied: dry-run shows that one fire
+    assert fires(past, now, PARIS, 5) == [utc(2020, 1, 1, 8)]
+    # an armed entry keeps it whatever `start` says; a fired one (its last run) has no more
+    assert fires(past, now, PARIS, 5, anchor=utc(2020, 1, 1, 8)) == [utc(2020, 1, 1, 8)]
+    assert fires(past, now, PARIS, 5, last_run=utc(2020, 1, 1, 8)) == []
+    # a last run of an earlier spec does not spend this one
+    assert fires(past, now, PARIS, 5, last_run=utc(2019, 6, 1)) == [utc(2020, 1, 1, 8)]
+
+
+def test_fires_start_at_start_or_continue_the_anchor_grid() -> None:
+    start = utc(2024, 1, 1, 10, 0, 20)
+    # a new `every:` grid starts at `start`; an armed one stays on its own grid
+    assert fires(parse_spec("every:1m"), start, UTC, 2) == [start, start + timedelta(minutes=1)]
+    anchored = fires(parse_spec("every:1m"), start, UTC, 2, anchor=utc(2024, 1, 1, 9, 0, 30))
+    assert anchored == [utc(2024, 1, 1, 10, 0, 30), utc(2024, 1, 1, 10, 1, 30)]
+    # from the anchor itself (no --from): the anchor is the first fire, even when overdue
+    assert fires(parse_spec("every:1m"), start, UTC, 1, anchor=start) == [start]
+    # cron: a match exactly at `start` is listed
+    daily = fires(parse_spec("cron:0 8 * * *"), utc(2024, 1, 1, 8), UTC, 2)
+    assert daily == [utc(2024, 1, 1, 8), utc(2024, 1, 2, 8)]
 
 
 @pytest.mark.parametrize(
