@@ -201,7 +201,7 @@ class Beat:
     def _signals(self) -> Callable[[], None]:
         from stemrun import signals
 
-        return signals.install(lambda graceful: self.stop(), self._stopping)
+        return signals.install_stop(lambda graceful: self.stop(), self._stopping.is_set)
 
     def _shutdown(self) -> None:
         try:

@@ -1,30 +1,45 @@
-"""SIGTERM / SIGINT for a worker on the main thread: graceful first, a second SIGINT forces."""
+"""Process signals on the main thread: a stop that is graceful first and forced on a second SIGINT.
+
+Workers and beat use `install_stop`; the supervisor adds SIGHUP (reload) through `install`.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 
+Handler = Callable[[int], None]
 
-def install(stop: Callable[[bool], None], stopping: threading.Event) -> Callable[[], None]:
-    """Route SIGTERM/SIGINT to `stop(graceful)`; returns a function restoring the old handlers.
+
+def install(handlers: Mapping[signal.Signals, Handler]) -> Callable[[], None]:
+    """Route each signal to its handler (called with the signal number); returns a function
+    restoring the previous handlers.
 
     Does nothing off the main thread (Python only delivers signals there).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in handlers}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop(not (signum == signal.SIGINT and stopping.is_set()))
+        handlers[signal.Signals(signum)](signum)
 
-    for sig in previous:
+    for sig in handlers:
         signal.signal(sig, on_signal)
 
     def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
     return restore
+
+
+def install_stop(stop: Callable[[bool], None], stopping: Callable[[], bool]) -> Callable[[], None]:
+    """SIGTERM/SIGINT call `stop(graceful)`: graceful, unless SIGINT comes while `stopping()`."""
+
+    def on_stop(signum: int) -> None:
+        stop(not (signum == signal.SIGINT and stopping()))
+
+    return install({signal.SIGINT: on_stop, signal.SIGTERM: on_stop})

@@ -58,6 +58,18 @@ class DeadLetter:
     dead_at: float
     error: dict[str, Any] | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """Every field but the body (which stays in the store), JSON-ready."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "reason": self.reason,
+            "attempt": self.attempt,
+            "dead_at": self.dead_at,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueStats:

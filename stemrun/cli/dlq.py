@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -32,18 +32,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="dlq")
 
 
-def _row(entry: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "task": entry.task,
-        "queue": entry.queue,
-        "reason": entry.reason,
-        "attempt": entry.attempt,
-        "dead_at": entry.dead_at,
-        "error": entry.error,
-    }
-
-
 @app.command("list")
 @exits
 def list_(
@@ -54,7 +42,7 @@ def list_(
 ) -> None:
     """List dead letters, oldest first."""
     with Stem(load(ctx)) as stem:
-        rows = [_row(entry) for entry in stem.dead_letters(queue, limit)]
+        rows = [entry.summary() for entry in stem.dead_letters(queue, limit)]
     if json_out:
         print_json(rows)
         return
@@ -80,7 +68,7 @@ def show(
         entry = stem.dead_letter_admin.dead_letter_get(task_id)
     if entry is None:
         fail(f"no dead letter with id {task_id!r}", EXIT_FAILED)
-    row = _row(entry)
+    row = entry.summary()
     if json_out:
         print_json(row)
         return

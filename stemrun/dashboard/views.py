@@ -117,7 +117,7 @@ class Console:
     def dead_letters(self, queue: str | None) -> list[dict[str, Any]]:
         """Dead letters of one queue (or all), oldest first; raises UnknownQueue."""
         entries = self._locked(lambda: self.stem.dead_letters(queue, DEAD_LIMIT))
-        return [dead_row(entry) for entry in entries]
+        return [entry.summary() for entry in entries]
 
     def select_dead(self, ids: Sequence[str], queue: str | None) -> list[DeadLetter]:
         """The dead letters with these ids, or (no ids) every one of `queue` (None: all)."""
@@ -144,19 +144,6 @@ class Console:
         """Enable or disable one entry; False when no such entry is stored."""
         store = self._locked(self._schedule_store)
         return self._locked(lambda: set_enabled(store, name, enabled)) is not None
-
-
-def dead_row(entry: DeadLetter) -> dict[str, Any]:
-    """A dead letter as the list shows it (its body stays in the store)."""
-    return {
-        "id": entry.id,
-        "task": entry.task,
-        "queue": entry.queue,
-        "reason": entry.reason,
-        "attempt": entry.attempt,
-        "dead_at": entry.dead_at,
-        "error": entry.error or {},
-    }
 
 
 def timeline(record: StatusRecord) -> list[tuple[str, float]]:

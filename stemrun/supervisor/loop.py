@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
+from stemrun import signals
 from stemrun.config.model import Config
 from stemrun.errors import UsageError
 from stemrun.metrics import MetricsServer, follow_metrics
@@ -357,23 +357,13 @@ class Supervisor:
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGTERM/SIGINT stop gracefully, a second SIGINT at once; SIGHUP reloads."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        previous = {sig: signal.getsignal(sig) for sig in watched}
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if signum == signal.SIGHUP:
-                self._hup = True  # no lock here: the main thread may hold it
-                self._waker.wake()
-            else:
-                self.stop(graceful=not (signum == signal.SIGINT and self._stopping))
+        def on_hup(signum: int) -> None:
+            self._hup = True  # no lock here: the main thread may hold it
+            self._waker.wake()
 
-        for sig in watched:
-            signal.signal(sig, on_signal)
+        def on_stop(signum: int) -> None:
+            self.stop(graceful=not (signum == signal.SIGINT and self._stopping))
 
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        stops = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop}
+        return signals.install({**stops, signal.SIGHUP: on_hup})

@@ -122,7 +122,9 @@ class Worker:
         """
         restore: Callable[[], None] = lambda: None  # noqa: E731
         if self._install_signals:
-            restore = signals.install(lambda graceful: self.stop(graceful=graceful), self._stopping)
+            restore = signals.install_stop(
+                lambda graceful: self.stop(graceful=graceful), self._stopping.is_set
+            )
         self._pulse.start(self._clock.now())
         pool = make_pool(
             self.plan, self.config, self._registry, self._events.put, self._children_client
