@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self, TypedDict, TypeVar, Unpack
 
 from stemrun.clock import Clock, SystemClock
-from stemrun.errors import (
-    StemrunError,
-)
+from stemrun.errors import StemrunError
 from stemrun.url import mask_url
 
 if TYPE_CHECKING:

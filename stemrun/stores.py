@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Unpack, cast
 
 from stemrun.backends.base import ResultBackend
 from stemrun.brokers.base import Broker
-from stemrun.errors import BackendError, BrokerError, ScheduleStoreError, StemrunError
 from stemrun.schedules.store import ScheduleStore
 from stemrun.store_base import Store, StoreOptions
 from stemrun.url import mask_url, scheme_of
@@ -30,7 +29,7 @@ class StoreKind:
     name: str
     schemes: tuple[str, ...]
     broker: str | None
-    backend: str | None
+    result_backend: str | None
     schedule_store: str | None
     #: The port a URL without one connects to (None: not a network store).
     default_port: int | None = None
@@ -43,14 +42,14 @@ STORES = (
         name="SQLite",
         schemes=("sqlite",),
         broker="stemrun.brokers.sqlite:SqliteBroker",
-        backend="stemrun.backends.sqlite:SqliteBackend",
+        result_backend="stemrun.backends.sqlite:SqliteBackend",
         schedule_store="stemrun.schedules.sqlite:SqliteScheduleStore",
     ),
     StoreKind(
         name="Redis",
         schemes=("redis", "rediss"),
         broker="stemrun.brokers.redis_streams:RedisStreamsBroker",
-        backend="stemrun.backends.redis:RedisBackend",
+        result_backend="stemrun.backends.redis:RedisBackend",
         schedule_store="stemrun.schedules.redis:RedisScheduleStore",
         default_port=6379,
     ),
@@ -58,7 +57,7 @@ STORES = (
         name="PostgreSQL",
         schemes=("postgresql", "postgres"),
         broker="stemrun.brokers.postgres:PostgresBroker",
-        backend="stemrun.backends.postgres:PostgresBackend",
+        result_backend="stemrun.backends.postgres:PostgresBackend",
         schedule_store="stemrun.schedules.postgres:PostgresScheduleStore",
         default_port=5432,
     ),
@@ -66,7 +65,7 @@ STORES = (
         name="memory",
         schemes=("memory",),
         broker="stemrun.brokers.memory:MemoryBroker",
-        backend="stemrun.backends.memory:MemoryBackend",
+        result_backend="stemrun.backends.memory:MemoryBackend",
         schedule_store="stemrun.schedules.memory:MemoryScheduleStore",
         shared_between_processes=False,
     ),
@@ -75,10 +74,11 @@ STORES = (
 _BY_SCHEME = {scheme: kind for kind in STORES for scheme in kind.schemes}
 #: Every scheme a store answers, in registry order.
 SCHEMES = tuple(_BY_SCHEME)
-_ROLES: dict[str, tuple[str, type[Store], type[StemrunError]]] = {
-    "broker": ("broker", Broker, BrokerError),
-    "result_backend": ("backend", ResultBackend, BackendError),
-    "schedule_store": ("schedule_store", ScheduleStore, ScheduleStoreError),
+#: Each role (a stem.yaml key) and the contract its stores implement.
+ROLES: dict[str, type[Store]] = {
+    "broker": Broker,
+    "result_backend": ResultBackend,
+    "schedule_store": ScheduleStore,
 }
 
 
@@ -104,16 +104,16 @@ def store_class(role: str, url: str) -> type[Store]:
 
     Raises the role's error (BrokerError, ...) for an unknown scheme or a store without the role.
     """
-    attribute, _contract, error = _ROLES[role]
-    label = f"{role.replace('_', ' ')} {mask_url(url)}"
+    contract = ROLES[role]
+    label = f"{contract.role} {mask_url(url)}"
     kind = kind_of(url)
     if kind is None:
-        raise error(
+        raise contract.error(
             f"{label}: unknown URL scheme {scheme_of(url)!r} (expected {expected_schemes()})"
         )
-    path = getattr(kind, attribute)
+    path = getattr(kind, role)
     if path is None:
-        raise error(f"{label}: {kind.name} cannot serve as a {role.replace('_', ' ')}")
+        raise contract.error(f"{label}: {kind.name} cannot serve as a {contract.role}")
     module_name, _, class_name = path.partition(":")
     cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -130,7 +130,7 @@ def open_store(role: str, url: str, **options: Unpack[StoreOptions]) -> Store:
     Raises the role's error: unknown scheme, a store without the role, or one that cannot open.
     """
     cls = store_class(role, url)
-    contract = _ROLES[role][1]
+    contract = ROLES[role]
     if not issubclass(cls, contract):  # a row naming the wrong class is a bug in this table
         raise TypeError(f"{cls.__name__} does not implement {contract.__name__}")
     return cls.open(url, **options)

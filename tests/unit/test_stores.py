@@ -8,12 +8,11 @@ import pytest
 
 from stemrun.backends.base import FlowControl, RecordListing, ResultBackend, Telemetry
 from stemrun.backends.memory import MemoryBackend
-from stemrun.brokers.base import Broker
 from stemrun.config.schema import SCHEMA_PATH
 from stemrun.errors import BackendError, BrokerError, ScheduleStoreError
-from stemrun.schedules.store import ScheduleStore
 from stemrun.store_base import InProcessStore, require
 from stemrun.stores import (
+    ROLES,
     SCHEMES,
     STORES,
     expected_schemes,
@@ -24,13 +23,11 @@ from stemrun.stores import (
     store_class,
 )
 
-CONTRACTS = {"broker": Broker, "result_backend": ResultBackend, "schedule_store": ScheduleStore}
-
 
 @pytest.mark.parametrize("kind", STORES, ids=lambda kind: kind.name)
 def test_every_row_names_classes_that_implement_their_contract(kind: object) -> None:
     for scheme in kind.schemes:  # type: ignore[attr-defined]
-        for role, contract in CONTRACTS.items():
+        for role, contract in ROLES.items():
             cls = store_class(role, f"{scheme}://somewhere")
             assert issubclass(cls, contract)
             assert not getattr(cls, "__abstractmethods__", None), f"{cls.__name__} is abstract"
