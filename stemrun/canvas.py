@@ -28,7 +28,8 @@ from stemrun.backends.base import ResultBackend
 from stemrun.backends.record import StatusRecord
 from stemrun.clock import Clock
 from stemrun.config.model import Config, WorkflowConfig
-from stemrun.errors import DecodeError, TaskNotRegistered, UnknownQueue, UsageError
+from stemrun.enqueue import check_queue
+from stemrun.errors import DecodeError, TaskNotRegistered, UsageError
 from stemrun.state import TERMINAL, TaskState
 
 Kind = Literal["chain", "group", "chord"]
@@ -257,15 +258,11 @@ def canvas_record(
 
 def check(config: Config, calls: Sequence[Signature]) -> None:
     """Every call names a declared task and queue. Raises TaskNotRegistered or UnknownQueue."""
-    declared = set(config.queues) | {config.default_queue}
     for sig in calls:
         task = config.tasks.get(sig.task)
         if task is None:
             raise TaskNotRegistered(f"task {sig.task!r} is not declared in stem.yaml")
-        queue = sig.queue or task.queue
-        if queue not in declared:
-            known = ", ".join(sorted(declared))
-            raise UnknownQueue(f"queue {queue!r} is not declared in stem.yaml (declared: {known})")
+        check_queue(config, sig.queue or task.queue)
 
 
 class Producer(Protocol):

@@ -124,8 +124,7 @@ def worker_view(beat: Heartbeat, now: float) -> dict[str, Any]:
 
 def worker_views(stem: Stem, now: float) -> list[dict[str, Any]]:
     """Every worker with a kept heartbeat (stale ones too), ordered by id. Raises BackendError."""
-    views = [worker_view(beat, now) for beat in stem.telemetry.workers()]
-    return sorted(views, key=lambda view: str(view["id"]))
+    return [worker_view(beat, now) for beat in stem.telemetry.workers()]
 
 
 def schedule_view(entry: ScheduleEntry, now: float) -> dict[str, Any]:

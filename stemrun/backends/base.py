@@ -103,7 +103,8 @@ class Telemetry(Capability):
 
     @abstractmethod
     def workers(self) -> list[Heartbeat]:
-        """Heartbeats of every worker seen within its TTL (unreadable ones skipped)."""
+        """Heartbeats of every worker seen within its TTL, ordered by worker id (unreadable
+        ones skipped)."""
 
     @abstractmethod
     def remove_worker(self, worker_id: str) -> None:

@@ -173,7 +173,7 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see ResultBackend).
+        """Record a chord member's result; the ordered results once complete (see Chords).
 
         Raises ValueError for an index outside 0..size-1 or a result that is not JSON.
         """
@@ -219,7 +219,7 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
             return updated or record
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter in `limits` (see ResultBackend)."""
+        """Reserve one start under every limiter in `limits` (see FlowControl)."""
         with self._lock:
             tats = {key: self._rates.get(key) for key in limits}
             slot, after = next_slot(tats, limits, now)
@@ -229,7 +229,7 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
             return slot
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see ResultBackend)."""
+        """Take `key` for `task_id` unless a live claim holds it (see FlowControl)."""
         with self._lock:
             held = self._uniques.get(key)
             if held is not None and held[1] > now:

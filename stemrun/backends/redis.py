@@ -237,7 +237,7 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see ResultBackend).
+        """Record a chord member's result; the ordered results once complete (see Chords).
 
         One script call: members completing at once serialise in Redis, so exactly one
         first-time add finds the chord complete. Raises ValueError (bad index, result not JSON)
@@ -302,7 +302,7 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
         return {task_id: record for task_id, (record, _) in current.items() if record is not None}
 
     def reserve_rate_slot(self, limits: Mapping[str, float], now: float) -> float:
-        """Reserve one start under every limiter (see ResultBackend), in one script.
+        """Reserve one start under every limiter (see FlowControl), in one script.
 
         Raises BackendError.
         """
@@ -311,7 +311,7 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
         return float(self._run("reserve_rate_slot", keys, args, "reserve a rate limit slot"))
 
     def claim_unique(self, key: str, task_id: str, ttl_s: float, now: float) -> str | None:
-        """Take `key` for `task_id` unless a live claim holds it (see ResultBackend); one script.
+        """Take `key` for `task_id` unless a live claim holds it (see FlowControl); one script.
 
         Raises BackendError.
         """

@@ -68,6 +68,12 @@ class SqlBackend(SqlStore[DbT], ResultBackend, RecordListing, Telemetry, Chords,
 
     def _apply(self, conn: SqlConnection, changes: Sequence[Transition]) -> list[bool]:
         current = self._locked(conn, (change.task_id for change in changes))
+        return self._apply_to(conn, current, changes)
+
+    def _apply_to(
+        self, conn: SqlConnection, current: dict[str, StatusRecord], changes: Sequence[Transition]
+    ) -> list[bool]:
+        """Fence `changes` against the `current` (locked) records and write the survivors."""
         dirty: set[str] = set()
         result = []
         for change in changes:
@@ -107,16 +113,16 @@ class SqlBackend(SqlStore[DbT], ResultBackend, RecordListing, Telemetry, Chords,
         """Record progress unless fenced out (terminal or older attempt); raises BackendError."""
 
         def record(conn: SqlConnection) -> bool:
-            current = self._locked(conn, [task_id]).get(task_id)
-            if current is None:
+            current = self._locked(conn, [task_id])
+            if task_id not in current:
                 return False
             change = Transition(
                 task_id=task_id,
                 attempt=attempt,
-                state=current.state,
+                state=current[task_id].state,
                 changes={"progress": fraction, "progress_meta": dict(meta)},
             )
-            return self._apply(conn, [change])[0]
+            return self._apply_to(conn, current, [change])[0]
 
         return self._db.run("record progress", record)
 
@@ -181,7 +187,7 @@ class SqlBackend(SqlStore[DbT], ResultBackend, RecordListing, Telemetry, Chords,
     def chord_add(
         self, chord_id: str, index: int, result: Any, size: int, *, ttl_s: float = CHORD_TTL_S
     ) -> list[Any] | None:
-        """Record a chord member's result; the ordered results once complete (see ResultBackend).
+        """Record a chord member's result; the ordered results once complete (see Chords).
 
         Members of one chord take turns (`_serialise`), so each one's count sees the others'
         rows and exactly one first-time add finds the chord complete. Raises ValueError (bad

@@ -9,7 +9,7 @@ import typer
 from stemrun.cli.common import JsonOpt, exits, load, print_json
 from stemrun.client import Stem
 from stemrun.config.model import Config
-from stemrun.errors import UnknownQueue
+from stemrun.enqueue import check_queue
 
 app = typer.Typer(help="Pause and resume queues (on every worker).", no_args_is_help=True)
 
@@ -23,10 +23,7 @@ def register(root: typer.Typer) -> None:
 
 def set_paused(config: Config, queue: str, paused: bool) -> None:
     """Record the queue's state in the result backend. Raises UnknownQueue, BackendError."""
-    declared = set(config.queues) | {config.default_queue}
-    if queue not in declared:
-        known = ", ".join(sorted(declared))
-        raise UnknownQueue(f"queue {queue!r} is not declared in stem.yaml (declared: {known})")
+    check_queue(config, queue)
     with Stem(config) as stem:
         stem.flow.set_paused(queue, paused)
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from croniter import croniter
-
 from stemrun.config.schedule_checks import KINDS, Spec, SpecKind, parse_spec, zone
 
 __all__ = [
@@ -78,6 +76,9 @@ def _next_on_grid(interval_s: float, after: datetime, anchor: datetime) -> datet
 
 
 def _next_cron(expression: str, after: datetime, tz: tzinfo) -> datetime:
+    # imported here: only cron schedules pay for croniter (and dateutil), not every command
+    from croniter import croniter
+
     wall = after.astimezone(tz).replace(tzinfo=None)
     matches = croniter(expression, wall)
     for _ in range(_MAX_CANDIDATES):
