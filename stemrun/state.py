@@ -27,6 +27,7 @@ class DeadLetterReason(StrEnum):
     """Why an envelope was moved to the dead-letter store."""
 
     MAX_RETRIES_EXHAUSTED = "max-retries-exhausted"
+    NOT_RETRYABLE = "not-retryable"
     SIGNATURE_INVALID = "signature-invalid"
     UNREGISTERED_TASK = "unregistered-task"
     DECODE_ERROR = "decode-error"

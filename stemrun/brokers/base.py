@@ -17,10 +17,6 @@ from typing import Any
 from stemrun.errors import BrokerError, BrokerUnavailable
 from stemrun.store_base import Capability, Store
 
-#: A message delivered more than this many times (the worker holding it died each time) is a
-#: poison message and goes to the dead letters with reason max-deliveries-exceeded.
-MAX_DELIVERIES = 6
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:

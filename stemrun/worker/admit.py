@@ -1,11 +1,11 @@
-"""Decide, per fetched delivery, whether it may run: poison, undecodable, unknown task."""
+"""Decide, per fetched delivery, whether it may run: undecodable, unsigned, unknown task, poison."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stemrun.backends.record import StatusRecord, Transition
-from stemrun.brokers.base import MAX_DELIVERIES, Delivery
+from stemrun.backends.record import MAX_STARTS, StatusRecord, Transition
+from stemrun.brokers.base import Delivery
 from stemrun.config.model import Config, TaskConfig
 from stemrun.envelope import Envelope, Verifier, decode, peek_task
 from stemrun.errors import DecodeError, SignatureInvalid
@@ -35,14 +35,6 @@ def admit(
     def reject(reason: DeadLetterReason, error: dict[str, str]) -> settle.Settlement:
         return settle.reject(delivery, reason, error, task=task_name, attempt=attempt, now=now)
 
-    if delivery.deliveries > MAX_DELIVERIES:
-        message = (
-            f"delivered {delivery.deliveries} times: the worker running it died each time "
-            f"(more than {MAX_DELIVERIES - 1} redeliveries), so it is treated as a poison message"
-        )
-        return reject(
-            DeadLetterReason.MAX_DELIVERIES_EXCEEDED, _error("MaxDeliveriesExceeded", message)
-        )
     try:
         envelope = decode(delivery.body, verifier)
     except SignatureInvalid as exc:
@@ -57,13 +49,31 @@ def admit(
 
 
 def running_transition(held: Held, worker: str, now: float) -> Transition:
-    """The `running` write of an attempt about to start."""
+    """The `running` write of an attempt about to start (the store counts it as a start)."""
     envelope = held.envelope
     return Transition(
         task_id=envelope.id,
         attempt=envelope.attempt,
         state=TaskState.RUNNING,
         changes={"started_at": now, "worker": worker, "finished_at": None},
+        receipt=held.delivery.receipt,
+    )
+
+
+def poison(held: Held, now: float) -> settle.Settlement:
+    """Dead-letter an attempt whose every start ended with its worker's death."""
+    message = (
+        f"started {MAX_STARTS} times and the worker running it died each time, "
+        "so it is treated as a poison message"
+    )
+    return settle.reject(
+        held.delivery,
+        DeadLetterReason.MAX_DELIVERIES_EXCEEDED,
+        _error("MaxDeliveriesExceeded", message),
+        task=held.envelope.task,
+        attempt=held.envelope.attempt,
+        now=now,
+        fenced=False,
     )
 
 
@@ -80,6 +90,8 @@ def fresh_record(held: Held, worker: str, now: float) -> StatusRecord:
         created_at=envelope.created_at,
         started_at=now,
         worker=worker,
+        receipt=held.delivery.receipt,
+        starts=1,
         parent_id=envelope.parent_id,
         root_id=envelope.root_id,
     )

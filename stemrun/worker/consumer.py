@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from stemrun import signals
 from stemrun.backends.base import Chords, FlowControl, ResultBackend, Telemetry
+from stemrun.backends.record import is_poison
 from stemrun.brokers.base import Broker, Delivery
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
@@ -26,7 +27,7 @@ from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
 from stemrun.worker import report, settle
-from stemrun.worker.admit import Admitted, admit, fresh_record, running_transition
+from stemrun.worker.admit import Admitted, admit, fresh_record, poison, running_transition
 from stemrun.worker.cancel import CancelWatch
 from stemrun.worker.continuation import Continuations
 from stemrun.worker.execute import Outcome
@@ -327,13 +328,19 @@ class Worker:
         return batch
 
     def _may_run_fenced(self, held: Held, now: float) -> bool:
-        """A rejected `running` write: run it anyway only when the record is missing."""
+        """A rejected `running` write: run it anyway only when the record is missing.
+
+        A poison attempt (every start ended with its worker's death) is dead-lettered.
+        """
         record = self.backend.get(held.envelope.id)
         if record is None:
             self.backend.create([fresh_record(held, self.name, now)])
             return True
-        why = f"its status is already {record.state} (attempt {record.attempt})"
         self._leases.drop(held.delivery.receipt)
+        if is_poison(record, held.envelope.attempt):
+            self._settler.add([poison(held, now)])
+            return False
+        why = f"its status is already {record.state} (attempt {record.attempt})"
         self._settler.add([settle.skipped(held.delivery, held.envelope, why)])
         return False
 

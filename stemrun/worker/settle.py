@@ -2,11 +2,15 @@
 
 Order per batch, for at-least-once delivery: every status transition first (one backend call),
 then the broker moves (retries requeued, give-ups dead-lettered), then one ack for the rest. A
-crash anywhere leaves the message leased and it is delivered again.
+crash anywhere leaves the message leased and it is delivered again. Every transition carries its
+delivery's receipt: a write the store fences out (another delivery took the attempt over, or it
+already finished) is not followed by any move, continuation or count, only by an ack that the
+broker ignores unless the message is done (see stemrun.backends.record).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,14 +21,14 @@ from stemrun.backends.record import Transition
 from stemrun.brokers.base import Broker, DeadLetter, Delivery
 from stemrun.config.model import TaskConfig
 from stemrun.envelope import Envelope, with_delivery
-from stemrun.retry import decide
+from stemrun.retry import decide, retryable
 from stemrun.state import DeadLetterReason, TaskState
 from stemrun.worker.execute import Outcome
 
 Action = Literal["ack", "requeue", "dead_letter"]
 #: The word logged for each settlement.
 Event = Literal[
-    "succeeded", "retried", "failed", "dead-lettered", "cancelled", "skipped", "delayed"
+    "succeeded", "retried", "failed", "dead-lettered", "cancelled", "skipped", "delayed", "ignored"
 ]
 
 
@@ -50,27 +54,49 @@ def apply(
     broker: Broker,
     batch: Sequence[Settlement],
     then: Callable[[Sequence[Settlement]], None] | None = None,
-) -> None:
-    """Write a batch: transitions, `then(batch)`, requeues and dead letters, then acks.
+) -> list[Settlement]:
+    """Write a batch: transitions, `then(written)`, requeues and dead letters, then acks.
 
     `then` runs canvas continuations once the terminal states are durable and before any ack.
+    Returns the batch as written: a settlement whose transition was fenced out became an
+    `ignored` ack.
 
     Raises BackendError / BrokerError; the caller may apply the same batch again (every write is
     fenced or keyed by the delivery's receipt, so repeating it changes nothing twice).
     """
-    transitions = [item.transition for item in batch if item.transition is not None]
-    if transitions:
-        backend.transition(transitions)
+    written = _write_transitions(backend, batch)
     if then is not None:
-        then(batch)
-    for item in batch:
+        then(written)
+    for item in written:
         if item.action == "requeue":
             broker.requeue(item.delivery, item.body or item.delivery.body, item.eta)
         elif item.action == "dead_letter" and item.dead is not None:
             broker.dead_letter(item.delivery, item.dead)
-    acks = [item.delivery for item in batch if item.action == "ack"]
+    acks = [item.delivery for item in written if item.action == "ack"]
     if acks:
         broker.ack(acks)
+    return written
+
+
+def _write_transitions(backend: ResultBackend, batch: Sequence[Settlement]) -> list[Settlement]:
+    changing = [item for item in batch if item.transition is not None]
+    if not changing:
+        return list(batch)
+    accepted = backend.transition([item.transition for item in changing if item.transition])
+    # A rejected delivery goes to the dead letters whether or not it has a record to fail.
+    fenced = {
+        id(item)
+        for item, ok in zip(changing, accepted, strict=True)
+        if not ok and item.event != "dead-lettered"
+    }
+    return [_ignored(item) if id(item) in fenced else item for item in batch]
+
+
+def _ignored(item: Settlement) -> Settlement:
+    detail = "result ignored: the attempt was taken over by another worker or already finished"
+    return dataclasses.replace(
+        item, action="ack", event="ignored", transition=None, envelope=None, detail=detail
+    )
 
 
 def succeeded(
@@ -87,6 +113,7 @@ def succeeded(
             attempt=envelope.attempt,
             state=TaskState.SUCCEEDED,
             changes=changes,
+            receipt=delivery.receipt,
         ),
         task=envelope.task,
         attempt=envelope.attempt,
@@ -117,7 +144,11 @@ def unsuccessful(
     )
     error = outcome.error or {"type": "Error", "message": "", "traceback": ""}
     if delay is None:
-        return give_up(delivery, envelope, task, error, now)
+        gave_up = outcome.status != "retry" and not retryable(task, outcome.exc_types)
+        reason = (
+            DeadLetterReason.NOT_RETRYABLE if gave_up else DeadLetterReason.MAX_RETRIES_EXHAUSTED
+        )
+        return give_up(delivery, envelope, task, error, now, reason)
     eta = now + delay
     return Settlement(
         delivery=delivery,
@@ -128,6 +159,7 @@ def unsuccessful(
             attempt=envelope.attempt,
             state=TaskState.RETRIED,
             changes={"error": error},
+            receipt=delivery.receipt,
         ),
         body=with_delivery(delivery.body, attempt=envelope.attempt + 1, eta=eta),
         eta=eta,
@@ -138,10 +170,14 @@ def unsuccessful(
 
 
 def give_up(
-    delivery: Delivery, envelope: Envelope, task: TaskConfig, error: dict[str, Any], now: float
+    delivery: Delivery,
+    envelope: Envelope,
+    task: TaskConfig,
+    error: dict[str, Any],
+    now: float,
+    reason: DeadLetterReason = DeadLetterReason.MAX_RETRIES_EXHAUSTED,
 ) -> Settlement:
     """The attempt failed for good: status failed, envelope to the dead letters."""
-    reason = DeadLetterReason.MAX_RETRIES_EXHAUSTED
     changes = {
         "error": error,
         "finished_at": now,
@@ -153,7 +189,11 @@ def give_up(
         action="dead_letter",
         event="failed",
         transition=Transition(
-            task_id=envelope.id, attempt=envelope.attempt, state=TaskState.FAILED, changes=changes
+            task_id=envelope.id,
+            attempt=envelope.attempt,
+            state=TaskState.FAILED,
+            changes=changes,
+            receipt=delivery.receipt,
         ),
         dead=_dead_letter(delivery, reason, envelope.task, envelope.attempt, error, now),
         task=envelope.task,
@@ -171,15 +211,24 @@ def reject(
     task: str | None,
     attempt: int,
     now: float,
+    fenced: bool = True,
 ) -> Settlement:
-    """A delivery that must not run: dead-letter it and fail its status (if it has one)."""
+    """A delivery that must not run: dead-letter it and fail its status (if it has one).
+
+    `fenced=False` overrides the delivery fence: a poison attempt is failed for good although the
+    dead delivery that started it last still owns it.
+    """
     changes = {"error": error, "finished_at": now, "dead_letter_reason": str(reason)}
     return Settlement(
         delivery=delivery,
         action="dead_letter",
         event="dead-lettered",
         transition=Transition(
-            task_id=delivery.id, attempt=attempt, state=TaskState.FAILED, changes=changes
+            task_id=delivery.id,
+            attempt=attempt,
+            state=TaskState.FAILED,
+            changes=changes,
+            receipt=delivery.receipt if fenced else None,
         ),
         dead=_dead_letter(delivery, reason, task, attempt, error, now),
         task=task,
@@ -253,6 +302,7 @@ def _cancelled(
             attempt=envelope.attempt,
             state=TaskState.CANCELLED,
             changes=changes,
+            receipt=delivery.receipt,
         ),
         task=envelope.task,
         attempt=envelope.attempt,

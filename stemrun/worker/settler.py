@@ -1,7 +1,8 @@
 """A worker's settlements between two writes: built from outcomes, written once per loop iteration.
 
 Each flush is one `settle.apply` batch (transitions, canvas continuations, broker moves, acks);
-only once it is written are its counters recorded, its unique keys released and its events logged.
+only once it is written are its counters recorded, its unique keys released and its events logged,
+and only for the writes the store accepted (a stale owner's result counts nowhere).
 """
 
 from __future__ import annotations
@@ -53,13 +54,8 @@ class Settler:
         return bool(self._pending)
 
     def add(self, items: Iterable[settle.Settlement]) -> None:
-        """Keep settlements for the next flush, counting the processed and failed ones."""
-        for item in items:
-            if item.event in _PROCESSED:
-                self.processed += 1
-            if item.event in _FAILED:
-                self.failed += 1
-            self._pending.append(item)
+        """Keep settlements for the next flush."""
+        self._pending.extend(items)
 
     def outcome(self, held: Held, outcome: Outcome, now: float) -> None:
         """Settle an attempt by how it ended: succeeded, cancelled, or retried / failed."""
@@ -81,9 +77,10 @@ class Settler:
         """
         if not self._pending:
             return
-        batch = self._pending
-        settle.apply(self._backend, self._broker, batch, self._continuations.run)
+        batch = settle.apply(self._backend, self._broker, self._pending, self._continuations.run)
         self._pending = []
+        self.processed += sum(item.event in _PROCESSED for item in batch)
+        self.failed += sum(item.event in _FAILED for item in batch)
         self._flow.settled(batch)
         self._metrics.settled(batch)
         for item in batch:

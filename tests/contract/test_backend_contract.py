@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from stemrun.backends.base import ResultBackend, Telemetry
-from stemrun.backends.record import StatusRecord, Transition
+from stemrun.backends.record import MAX_STARTS, StatusRecord, Transition
 from stemrun.clock import ManualClock
 from stemrun.errors import BackendError
 from stemrun.state import TaskState
@@ -59,6 +59,8 @@ def test_record_round_trips_every_field(backend: ResultBackend) -> None:
         parent_id="p",
         root_id="r",
         expires_at=2e9,
+        receipt="0/1-0/1",
+        starts=1,
     )
     backend.create([full])
     assert backend.get("a") == full
@@ -91,6 +93,58 @@ def test_transition_from_older_attempt_is_ignored(backend: ResultBackend) -> Non
     assert backend.transition([move("a", 0, TaskState.FAILED)]) == [False]
     got = backend.get("a")
     assert got is not None and (got.state, got.attempt) == (TaskState.RUNNING, 1)
+
+
+def start(task_id: str, attempt: int, receipt: str) -> Transition:
+    return Transition(task_id=task_id, attempt=attempt, state=TaskState.RUNNING, receipt=receipt)
+
+
+def finish(task_id: str, attempt: int, receipt: str, result: object) -> Transition:
+    return Transition(
+        task_id=task_id,
+        attempt=attempt,
+        state=TaskState.SUCCEEDED,
+        changes={"result": result},
+        receipt=receipt,
+    )
+
+
+def test_stale_owner_of_the_same_attempt_is_fenced_out(backend: ResultBackend) -> None:
+    backend.create([record("a")])
+    assert backend.transition([start("a", 0, "first")]) == [True]
+    # The first delivery's lease lapsed (its worker paused); a second delivery took over.
+    assert backend.transition([start("a", 0, "second")]) == [True]
+    assert backend.transition([finish("a", 0, "first", "stale")]) == [False]
+    assert backend.transition([finish("a", 0, "second", "fresh")]) == [True]
+    got = backend.get("a")
+    assert got is not None and (got.state, got.result) == (TaskState.SUCCEEDED, "fresh")
+
+
+def test_starts_are_counted_per_attempt_and_capped(backend: ResultBackend) -> None:
+    backend.create([record("a")])
+    for n in range(MAX_STARTS):
+        assert backend.transition([start("a", 0, f"d{n}")]) == [True]
+    again = start("a", 0, f"d{MAX_STARTS - 1}")
+    assert backend.transition([again]) == [True]  # the same start written again
+    assert backend.transition([start("a", 0, "one-too-many")]) == [False]
+    got = backend.get("a")
+    assert got is not None and (got.starts, got.receipt) == (MAX_STARTS, f"d{MAX_STARTS - 1}")
+    retry = move("a", 0, TaskState.RETRIED)
+    assert backend.transition([dataclasses.replace(retry, receipt=got.receipt)]) == [True]
+    assert backend.transition([start("a", 1, "next-attempt")]) == [True]
+    got = backend.get("a")
+    assert got is not None and (got.attempt, got.starts) == (1, 1)
+
+
+def test_success_after_a_retry_keeps_the_old_error_in_meta_only(backend: ResultBackend) -> None:
+    error = {"type": "ValueError", "message": "flaky", "traceback": "tb"}
+    backend.create([record("a")])
+    backend.transition([start("a", 0, "d0"), move("a", 0, TaskState.RETRIED, error=error)])
+    backend.transition([start("a", 1, "d1"), finish("a", 1, "d1", 42)])
+    got = backend.get("a")
+    assert got is not None
+    assert (got.state, got.result, got.error) == (TaskState.SUCCEEDED, 42, None)
+    assert got.meta["attempts"] == [{"attempt": 0, "error": error}]
 
 
 def test_transition_merges_meta(backend: ResultBackend) -> None:

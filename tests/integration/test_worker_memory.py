@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from stemrun.brokers.base import MAX_DELIVERIES, Message
+from stemrun.backends.record import MAX_STARTS, Transition
+from stemrun.brokers.base import Message
 from stemrun.client import Stem
 from stemrun.config import config_from_mapping
 from stemrun.config.model import Config
@@ -261,18 +262,35 @@ def test_unregistered_task_with_a_status_record_is_failed(project: tuple[Path, s
     assert status.dead_letter_reason == "unregistered-task"
 
 
-def test_poison_message_is_dead_lettered_after_max_deliveries(project: tuple[Path, str]) -> None:
+def test_poison_message_is_dead_lettered_after_max_starts(project: tuple[Path, str]) -> None:
     config = make_config(project)
     stem = Stem(config)
     task_id = stem.enqueue("add", args={"x": 1, "y": 1})
-    for _ in range(MAX_DELIVERIES):  # a worker that dies holding it, MAX_DELIVERIES times
-        assert stem.broker.fetch(["default"], 1, consumer="doomed", lease_s=0.01, block_s=1)
+    for _ in range(MAX_STARTS):  # a worker that starts it and dies, MAX_STARTS times
+        [held] = stem.broker.fetch(["default"], 1, consumer="doomed", lease_s=0.01, block_s=1)
+        start = Transition(
+            task_id=task_id, attempt=0, state=TaskState.RUNNING, receipt=held.receipt
+        )
+        assert stem.backend.transition([start]) == [True]
         time.sleep(0.02)
     with running(Worker(config, install_signal_handlers=False)):
         status = stem.wait(task_id, timeout=5)
     assert status.state == TaskState.FAILED
     assert status.dead_letter_reason == "max-deliveries-exceeded"
     assert ledger(project) == []
+
+
+def test_deliveries_never_started_are_not_poison(project: tuple[Path, str]) -> None:
+    config = make_config(project)
+    stem = Stem(config)
+    task_id = stem.enqueue("add", args={"x": 1, "y": 1})
+    for _ in range(MAX_STARTS * 2):  # held in the buffer of a worker that died, many times
+        assert stem.broker.fetch(["default"], 1, consumer="doomed", lease_s=0.01, block_s=1)
+        time.sleep(0.02)
+    with running(Worker(config, install_signal_handlers=False)):
+        status = stem.wait(task_id, timeout=5)
+    assert status.state == TaskState.SUCCEEDED
+    assert ledger(project) == ["add"]
 
 
 def test_graceful_stop_finishes_in_flight_tasks(project: tuple[Path, str]) -> None:
