@@ -26,8 +26,9 @@ from stemrun.enqueue import (
     queued_record,
 )
 from stemrun.envelope import Envelope, Signer, peek_task, with_delivery
-from stemrun.errors import DecodeError, UsageError, WaitTimeout
+from stemrun.errors import DecodeError, StemrunError, UsageError, WaitTimeout
 from stemrun.flow import Claim, claim_all, release_all
+from stemrun.outbox import Enqueuer
 from stemrun.registry import Registry
 from stemrun.signing import signer_for
 from stemrun.state import TERMINAL, TaskState
@@ -60,6 +61,7 @@ class Stem:
         self._broker = broker
         self._backend = backend
         self._signer: Signer | None = None
+        self._enqueuer_made: Enqueuer | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> Stem:
@@ -81,6 +83,12 @@ class Stem:
         if self._backend is None:
             self._backend = backend_for(self.config)
         return self._backend
+
+    @property
+    def _enqueuer(self) -> Enqueuer:
+        if self._enqueuer_made is None:
+            self._enqueuer_made = Enqueuer(self.broker, self.backend)
+        return self._enqueuer_made
 
     @property
     def dead_letter_admin(self) -> DeadLetterAdmin:
@@ -158,21 +166,27 @@ class Stem:
             claim_all(self.flow, uniques, now, self._finished) if has_unique else ({}, [])
         )
         keep = [i for i in range(len(envelopes)) if i not in dupes]
-        created = self.backend.create([queued_record(envelopes[i]) for i in keep])
-        fresh = [messages[i] for i, is_new in zip(keep, created, strict=True) if is_new]
-        fresh_ids = {msg.id for msg in fresh}
-        self._release([c for c in claims if c.task_id not in fresh_ids])
         try:
-            self.broker.publish(fresh)
+            created = self._enqueuer(
+                [queued_record(envelopes[i]) for i in keep], [messages[i] for i in keep]
+            )
         except BaseException:
-            self.backend.delete([msg.id for msg in fresh])
-            self._release([c for c in claims if c.task_id in fresh_ids])
+            self._release_quietly(claims)
             raise
+        fresh_ids = {envelopes[i].id for i, is_new in zip(keep, created, strict=True) if is_new}
+        self._release([c for c in claims if c.task_id not in fresh_ids])
         return [dupes.get(i, env.id) for i, env in enumerate(envelopes)]
 
     def _release(self, claims: Sequence[Claim]) -> None:
         if claims:  # only items with a unique key hold claims, so flow control is there
             release_all(self.flow, claims)
+
+    def _release_quietly(self, claims: Sequence[Claim]) -> None:
+        """Release after a failed enqueue: the enqueue's error is the one to raise."""
+        try:
+            self._release(claims)
+        except StemrunError:
+            pass  # a unique claim lapses by its TTL
 
     def _uniques(self, envelopes: Sequence[Envelope]) -> list[tuple[UniqueConfig | None, Envelope]]:
         return [(self._unique_of(env), env) for env in envelopes]

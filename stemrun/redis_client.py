@@ -156,6 +156,12 @@ def _script_file(package: str, filename: str) -> dict[str, str]:
     return {name: prelude + body for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
 
 
+def prelude(package: str, filename: str) -> str:
+    """The part of a Lua file before its first `-- script:` section (its shared functions)."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    return _SCRIPT_HEADER.split(text)[0]
+
+
 def load_scripts(client: redis.Redis, package: str, filename: str) -> dict[str, Script]:
     """The `-- script: NAME` sections of a Lua file, each prefixed by the file's prelude.
 

@@ -63,6 +63,8 @@ BACKEND_KEYS: dict[str, str] = {
         "clock); Redis expires the key a second later"
     ),
     "{ns}:paused": "set of the paused queue names",
+    "{ns}:outbox": "hash: task id -> a message kept until its broker has it (backends/base.Outbox)",
+    "{ns}:outbox_since": "sorted set: task id -> when its outbox message was kept or last claimed",
 }
 
 
@@ -139,6 +141,16 @@ def unique(ns: str, key: str) -> str:
 def paused(ns: str) -> str:
     """The paused queues."""
     return f"{ns}:paused"
+
+
+def outbox(ns: str) -> str:
+    """Messages kept until their broker has them."""
+    return f"{ns}:outbox"
+
+
+def outbox_since(ns: str) -> str:
+    """When each outbox message was kept or last claimed."""
+    return f"{ns}:outbox_since"
 
 
 #: Schedule store keys (stemrun/schedules/redis.py, redis.lua): template -> what it holds.

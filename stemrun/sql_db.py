@@ -170,6 +170,11 @@ class SqlStore(Store, Generic[DbT]):
     def _open_database(self) -> DbT:
         """The database with this store's named queries; raises the role's error."""
 
+    @property
+    def database(self) -> DbT:
+        """The connection; another store on the same database may write in its transactions."""
+        return self._db
+
     def ping(self) -> None:
         """Run a trivial query; raises the role's error (its unavailable error when the server
         cannot be reached)."""

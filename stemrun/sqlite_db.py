@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from stemrun.errors import StemrunError
@@ -161,8 +161,9 @@ class SqliteDatabase(SqlDatabase):
 
     def batch(self, conn: SqlConnection, query: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run `query` once per row (executemany: one call from Python)."""
-        # `conn` is this database's one connection, which has executemany (psycopg's has not).
-        self.conn.executemany(query, rows)
+        # `conn` is an sqlite3 connection (on this file, maybe another store's), which has
+        # executemany (psycopg's has not).
+        cast(sqlite3.Connection, conn).executemany(query, rows)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits; raises `error`."""

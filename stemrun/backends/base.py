@@ -2,9 +2,10 @@
 
 `ResultBackend` is what producers and workers need of every backend: create, read and fence
 status records, progress and cancel. Worker heartbeats and counters (`Telemetry`), chord counting
-(`Chords`), flow control (`FlowControl`) and listing records (`RecordListing`) are capabilities a
-backend class adds; callers ask for one with `stemrun.store_base.require`. The record rules all
-backends share live in stemrun.backends.record.
+(`Chords`), flow control (`FlowControl`), listing records (`RecordListing`) and keeping messages
+until their broker has them (`Outbox`) are capabilities a backend class adds; callers ask for one
+with `stemrun.store_base.require`. The record rules all backends share live in
+stemrun.backends.record.
 """
 
 from __future__ import annotations
@@ -90,6 +91,36 @@ class RecordListing(Capability):
         offset: int = 0,
     ) -> list[StatusRecord]:
         """Live records matching every given filter, newest first, paged."""
+
+
+class Outbox(Capability):
+    """Messages kept beside their new records until the broker has them.
+
+    Used when broker and backend are different stores: a producer that dies (or loses the
+    broker) between writing a record and publishing its message leaves the message here, and
+    workers publish it later (stemrun.outbox). Entries are opaque bytes.
+    """
+
+    purpose = "keep messages until their broker has them"
+
+    @abstractmethod
+    def create_pending(
+        self, records: Sequence[StatusRecord], messages: Sequence[bytes]
+    ) -> list[bool]:
+        """`create`, keeping `messages[i]` for each record inserted, in one transaction."""
+
+    @abstractmethod
+    def pending(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept messages of these ids, by id."""
+
+    @abstractmethod
+    def claim_pending(self, before: float, now: float, limit: int) -> dict[str, bytes]:
+        """Up to `limit` messages kept since before `before`, oldest first, restamped `now` so
+        that concurrent sweepers do not take them too."""
+
+    @abstractmethod
+    def clear_pending(self, task_ids: Sequence[str]) -> None:
+        """Forget the kept messages of these ids (their broker has them)."""
 
 
 class Telemetry(Capability):

@@ -15,6 +15,7 @@ from stemrun.backends.base import (
     CHORD_TTL_S,
     Chords,
     FlowControl,
+    Outbox,
     RecordListing,
     ResultBackend,
     Telemetry,
@@ -27,7 +28,9 @@ from stemrun.store_base import InProcessStore, StoreOptions
 from stemrun.telemetry import Heartbeat
 
 
-class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Chords, FlowControl):
+class MemoryBackend(
+    InProcessStore, ResultBackend, RecordListing, Telemetry, Chords, FlowControl, Outbox
+):
     """Result backend held in this process's memory; thread-safe.
 
     Raises BackendError only for values that are not JSON.
@@ -35,7 +38,7 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
 
     def __init__(self, url: str = "memory://", **options: Unpack[StoreOptions]) -> None:
         super().__init__(url, **options)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._records: dict[str, tuple[str, float | None]] = {}  # id -> (json, expires_at)
         self._workers: dict[str, tuple[str, float]] = {}  # id -> (json info, expires_at)
         # chord id -> member index -> (json result, expires_at)
@@ -44,6 +47,7 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
         self._rates: dict[str, float] = {}  # rate limiter key -> next free slot
         self._uniques: dict[str, tuple[str, float]] = {}  # key -> (holder id, expires_at)
         self._paused: set[str] = set()
+        self._outbox: dict[str, tuple[float, bytes]] = {}  # id -> (kept since, message)
 
     def _live(self, task_id: str, now: float) -> StatusRecord | None:
         stored = self._records.get(task_id)
@@ -67,6 +71,40 @@ class MemoryBackend(InProcessStore, ResultBackend, RecordListing, Telemetry, Cho
                     self._records[task_id] = (text, expires_at)
                 result.append(free)
         return result
+
+    def create_pending(
+        self, records: Sequence[StatusRecord], messages: Sequence[bytes]
+    ) -> list[bool]:
+        """`create`, keeping each new record's message; raises BackendError for non-JSON."""
+        with self._lock:
+            created = self.create(records)
+            now = self.clock.now()
+            for record, message, new in zip(records, messages, created, strict=True):
+                if new:
+                    self._outbox[record.id] = (now, message)
+            return created
+
+    def pending(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept messages of these ids."""
+        with self._lock:
+            return {i: self._outbox[i][1] for i in task_ids if i in self._outbox}
+
+    def claim_pending(self, before: float, now: float, limit: int) -> dict[str, bytes]:
+        """The oldest kept messages, restamped."""
+        with self._lock:
+            due = sorted((since, i) for i, (since, _) in self._outbox.items() if since < before)
+            claimed = {}
+            for _, task_id in due[:limit]:
+                message = self._outbox[task_id][1]
+                self._outbox[task_id] = (now, message)
+                claimed[task_id] = message
+            return claimed
+
+    def clear_pending(self, task_ids: Sequence[str]) -> None:
+        """Forget kept messages."""
+        with self._lock:
+            for task_id in task_ids:
+                self._outbox.pop(task_id, None)
 
     def get(self, task_id: str) -> StatusRecord | None:
         """The record, or None when unknown or expired."""

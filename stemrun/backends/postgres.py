@@ -39,24 +39,14 @@ class PostgresBackend(SqlBackend[PostgresDatabase]):
         for key in sorted(keys):
             conn.execute(self._q["lock"], {"lock": f"{self.namespace}_{kind}:{key}"})
 
-    def create(self, records: Sequence[StatusRecord]) -> list[bool]:
-        """Insert records whose id is absent (or expired) in one statement.
-
-        Raises BackendError on store failure or a value that is not JSON.
-        """
+    def create_in(self, conn: SqlConnection, records: Sequence[StatusRecord]) -> list[bool]:
         rows: dict[str, StatusRecord] = {}
         for record in records:
             rows.setdefault(record.id, record)  # a repeated id is not new the second time
-        if not rows:
-            return []
         # Sorted so concurrent batches lock the same ids in the same order.
         batch = columns([record_row(rows[task_id]) for task_id in sorted(rows)])
-
-        def insert(conn: SqlConnection) -> set[str]:
-            params = {**batch, "now": self.clock.now()}
-            return {row[0] for row in conn.execute(self._q["create"], params)}
-
-        written = self._db.run("create status records", insert)
+        params = {**batch, "now": self.clock.now()}
+        written = {row[0] for row in conn.execute(self._q["create"], params)}
         result = []
         for record in records:
             result.append(record.id in written)

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS {ns}_paused (
     queue text PRIMARY KEY,
     paused_at double precision NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {ns}_outbox (
+    id text PRIMARY KEY,
+    since double precision NOT NULL,
+    message bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_outbox_since ON {ns}_outbox (since);
 
 -- name: create
 -- Insert-if-absent for a batch of distinct ids; an expired record counts as absent and is
@@ -202,3 +208,23 @@ DELETE FROM {ns}_paused WHERE queue = %(queue)s;
 
 -- name: paused
 SELECT queue FROM {ns}_paused ORDER BY queue;
+
+-- name: put_pending
+INSERT INTO {ns}_outbox (id, since, message)
+SELECT * FROM unnest(%(id)s::text[], %(since)s::double precision[], %(message)s::bytea[])
+ON CONFLICT (id) DO UPDATE SET since = excluded.since, message = excluded.message;
+
+-- name: pending
+SELECT id, message FROM {ns}_outbox WHERE id = ANY(%(ids)s::text[]);
+
+-- name: claim_pending
+-- The oldest entries kept since before :before, stamped :now so other sweepers skip them.
+UPDATE {ns}_outbox SET since = %(now)s
+WHERE id IN (
+    SELECT id FROM {ns}_outbox WHERE since < %(before)s ORDER BY since LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, message;
+
+-- name: clear_pending
+DELETE FROM {ns}_outbox WHERE id = ANY(%(ids)s::text[]);

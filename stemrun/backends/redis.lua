@@ -11,6 +11,8 @@
 --   {ns}:rate:{key}                  string: a rate limiter's next free start slot
 --   {ns}:unique:{key}                hash: h = holder task id, x = expires_at
 --   {ns}:paused                      set: paused queue names (SADD/SREM from redis.py)
+--   {ns}:outbox                      hash: task id -> message kept until its broker has it
+--   {ns}:outbox_since                zset: task id -> when kept or last claimed
 --
 -- A record whose `x` has passed (by the caller's clock, ARGV) counts as absent; Redis drops the
 -- key about a second later on its own (PEXPIRE, relative, so a test clock works too). Fenced
@@ -29,6 +31,17 @@ local function put(key, json, expires_at, ttl_ms, version)
   end
 end
 
+-- Insert a record unless a live one exists under `key`: 1 when inserted, else 0.
+local function insert(key, json, expires_at, ttl_ms, now)
+  local x = redis.call("HGET", key, "x")
+  if x == false or (x ~= "" and tonumber(x) < now) then
+    local version = redis.call("HINCRBY", key, "v", 1)
+    put(key, json, expires_at, ttl_ms, version)
+    return 1
+  end
+  return 0
+end
+
 -- script: create
 -- KEYS: status keys. ARGV: now, then (json, expires_at, ttl_ms) per key. Inserts where no live
 -- record exists (a repeated key in the batch is not new the second time); returns 1/0 each.
@@ -36,14 +49,35 @@ local now = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local base = 2 + (i - 1) * 3
-  local x = redis.call("HGET", key, "x")
-  if x == false or (x ~= "" and tonumber(x) < now) then
-    local version = redis.call("HINCRBY", key, "v", 1)
-    put(key, ARGV[base], ARGV[base + 1], ARGV[base + 2], version)
-    out[i] = 1
-  else
-    out[i] = 0
+  out[i] = insert(key, ARGV[base], ARGV[base + 1], ARGV[base + 2], now)
+end
+return out
+
+-- script: create_pending
+-- KEYS: status keys, then the outbox hash and its since zset. ARGV: now, then (json,
+-- expires_at, ttl_ms, id, message) per status key. `create`, keeping each new record's message.
+local now = tonumber(ARGV[1])
+local outbox, since = KEYS[#KEYS - 1], KEYS[#KEYS]
+local out = {}
+for i = 1, #KEYS - 2 do
+  local base = 2 + (i - 1) * 5
+  out[i] = insert(KEYS[i], ARGV[base], ARGV[base + 1], ARGV[base + 2], now)
+  if out[i] == 1 then
+    redis.call("HSET", outbox, ARGV[base + 3], ARGV[base + 4])
+    redis.call("ZADD", since, now, ARGV[base + 3])
   end
+end
+return out
+
+-- script: claim_pending
+-- KEYS: the outbox hash and its since zset. ARGV: before, now, limit. Returns (id, message) of
+-- the oldest entries kept since before `before`, restamped `now`.
+local ids = redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", "(" .. ARGV[1], "LIMIT", 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call("ZADD", KEYS[2], ARGV[2], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call("HGET", KEYS[1], id) or ""
 end
 return out
 

@@ -21,6 +21,7 @@ from stemrun.backends.base import (
     CHORD_TTL_S,
     Chords,
     FlowControl,
+    Outbox,
     ResultBackend,
     Telemetry,
     check_chord_member,
@@ -44,7 +45,7 @@ _SCAN_COUNT = 1000
 Step = tuple[str, Callable[[StatusRecord], StatusRecord | None]]
 
 
-class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
+class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl, Outbox):
     """Result backend on Redis (`redis://host:port/db`, `rediss://` with the tls section).
 
     Raises BackendError naming the masked URL on a malformed URL, refused credentials or a
@@ -73,11 +74,61 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl):
         if not records:
             return []
         now = self.clock.now()
-        args: list[Any] = [repr(now)]
-        for record in records:
-            args += [encode_record(record), *_expiry(record.expires_at, now)]
-        keys = [self._key(r.id) for r in records]
+        keys, rows = self.record_args(records, now)
+        args = [repr(now), *(value for row in rows for value in row)]
         return [bool(x) for x in self._run("create", keys, args, "create status records")]
+
+    def record_args(
+        self, records: Sequence[StatusRecord], now: float
+    ) -> tuple[list[str], list[list[Any]]]:
+        """The status keys of `records` and, per record, its (json, expires_at, ttl_ms) as the
+        create scripts take them (also the broker's, when it shares this Redis)."""
+        rows = [[encode_record(r), *_expiry(r.expires_at, now)] for r in records]
+        return [self._key(r.id) for r in records], rows
+
+    def create_pending(
+        self, records: Sequence[StatusRecord], messages: Sequence[bytes]
+    ) -> list[bool]:
+        """`create`, keeping each new record's message in the outbox, in one script call."""
+        if not records:
+            return []
+        now = self.clock.now()
+        keys, rows = self.record_args(records, now)
+        args: list[Any] = [repr(now)]
+        for record, row, message in zip(records, rows, messages, strict=True):
+            args += [*row, record.id, message]
+        created = self._run(
+            "create_pending", [*keys, *self._outbox_keys()], args, "create status records"
+        )
+        return [bool(x) for x in created]
+
+    def _outbox_keys(self) -> tuple[str, str]:
+        return redis_keys.outbox(self.namespace), redis_keys.outbox_since(self.namespace)
+
+    def pending(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept messages of these ids; raises BackendError."""
+        if not task_ids:
+            return {}
+        with self._endpoint.guard("read the outbox"):
+            found = self._redis.hmget(redis_keys.outbox(self.namespace), list(task_ids))
+        return {i: m for i, m in zip(task_ids, found, strict=True) if isinstance(m, bytes)}
+
+    def claim_pending(self, before: float, now: float, limit: int) -> dict[str, bytes]:
+        """The oldest kept messages, restamped, in one script call; raises BackendError."""
+        args = [repr(before), repr(now), limit]
+        flat = self._run("claim_pending", self._outbox_keys(), args, "claim outbox messages")
+        return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2) if flat[i + 1]}
+
+    def clear_pending(self, task_ids: Sequence[str]) -> None:
+        """Forget kept messages, atomically; raises BackendError."""
+        if not task_ids:
+            return
+        outbox, since = self._outbox_keys()
+        with self._endpoint.guard("clear the outbox"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(outbox, *task_ids)
+            pipe.zrem(since, *task_ids)
+            pipe.execute()
 
     def get(self, task_id: str) -> StatusRecord | None:
         """The record, or None when unknown or expired; raises BackendError."""

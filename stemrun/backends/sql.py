@@ -6,7 +6,7 @@ rows in tables of the same names, read and written by the same named queries. Fe
 read the batch's live records with their rows locked (`lock_live`), apply `apply_transition` to
 each change in order and write the survivors back (`update_many`), all in one transaction, so
 racing workers serialise and the first terminal result wins. Times come from the store's clock,
-never from the server. A subclass opens its database and supplies `create` and `_serialise`.
+never from the server. A subclass opens its database and supplies `create_in` and `_serialise`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from stemrun.backends.base import (
     CHORD_TTL_S,
     Chords,
     FlowControl,
+    Outbox,
     RecordListing,
     ResultBackend,
     Telemetry,
@@ -32,13 +33,64 @@ from stemrun.sql_db import DbT, SqlConnection, SqlStore
 from stemrun.telemetry import Heartbeat
 
 
-class SqlBackend(SqlStore[DbT], ResultBackend, RecordListing, Telemetry, Chords, FlowControl):
+class SqlBackend(
+    SqlStore[DbT], ResultBackend, RecordListing, Telemetry, Chords, FlowControl, Outbox
+):
     """A result backend on a SQL database; every method raises BackendError (BackendUnavailable
     when the server cannot be reached), naming the masked URL."""
 
     @abstractmethod
     def _serialise(self, conn: SqlConnection, kind: str, keys: Iterable[str]) -> None:
         """Make transactions on the same `kind` of `keys` take turns until this one commits."""
+
+    @abstractmethod
+    def create_in(self, conn: SqlConnection, records: Sequence[StatusRecord]) -> list[bool]:
+        """`create` within the caller's transaction on this database."""
+
+    def create(self, records: Sequence[StatusRecord]) -> list[bool]:
+        """Insert records whose id is absent (or expired), in one transaction.
+
+        Raises BackendError on store failure or a value that is not JSON.
+        """
+        if not records:
+            return []
+        return self._db.run("create status records", lambda conn: self.create_in(conn, records))
+
+    def create_pending(
+        self, records: Sequence[StatusRecord], messages: Sequence[bytes]
+    ) -> list[bool]:
+        """`create`, keeping each new record's message in the outbox; raises BackendError."""
+
+        def insert(conn: SqlConnection) -> list[bool]:
+            inserted = self.create_in(conn, records)
+            now = self.clock.now()
+            kept = zip(records, messages, inserted, strict=True)
+            rows = [{"id": r.id, "since": now, "message": m} for r, m, new in kept if new]
+            self._db.batch(conn, self._q["put_pending"], rows)
+            return inserted
+
+        return self._db.run("create status records", insert) if records else []
+
+    def pending(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept messages of these ids; raises BackendError."""
+        with self._db.read("read the outbox") as conn:
+            rows = conn.execute(self._q["pending"], {"ids": self._db.array(task_ids)})
+            return {row[0]: bytes(row[1]) for row in rows}
+
+    def claim_pending(self, before: float, now: float, limit: int) -> dict[str, bytes]:
+        """The oldest kept messages, restamped; raises BackendError."""
+        params = {"before": before, "now": now, "limit": limit}
+
+        def claim(conn: SqlConnection) -> dict[str, bytes]:
+            return {row[0]: bytes(row[1]) for row in conn.execute(self._q["claim_pending"], params)}
+
+        return self._db.run("claim outbox messages", claim)
+
+    def clear_pending(self, task_ids: Sequence[str]) -> None:
+        """Forget kept messages; raises BackendError."""
+        if task_ids:
+            with self._db.write("clear the outbox") as conn:
+                conn.execute(self._q["clear_pending"], {"ids": self._db.array(task_ids)})
 
     def get(self, task_id: str) -> StatusRecord | None:
         """The record, or None when unknown or expired; raises BackendError."""

@@ -28,22 +28,15 @@ class SqliteBackend(SqlBackend[SqliteDatabase]):
         # BEGIN IMMEDIATE already makes every writer of the file take turns.
         return
 
-    def create(self, records: Sequence[StatusRecord]) -> list[bool]:
-        """Insert records whose id is absent (or expired), in one transaction.
-
-        Raises BackendError on store failure or a value that is not JSON.
-        """
+    def create_in(self, conn: SqlConnection, records: Sequence[StatusRecord]) -> list[bool]:
         rows = [record_row(r) for r in records]
-        if not rows:
-            return []
-        with self._db.write("create status records") as conn:
-            now = self.clock.now()
-            ids = self._db.array(row["id"] for row in rows)
-            taken = {r[0] for r in conn.execute(self._q["live_ids"], {"ids": ids, "now": now})}
-            inserted = []
-            for row in rows:
-                inserted.append(row["id"] not in taken)
-                taken.add(row["id"])  # a repeated id within the batch is not new the second time
-            fresh = [{**row, "now": now} for row, new in zip(rows, inserted, strict=True) if new]
-            self._db.batch(conn, self._q["create"], fresh)
-            return inserted
+        now = self.clock.now()
+        ids = self._db.array(row["id"] for row in rows)
+        taken = {r[0] for r in conn.execute(self._q["live_ids"], {"ids": ids, "now": now})}
+        inserted = []
+        for row in rows:
+            inserted.append(row["id"] not in taken)
+            taken.add(row["id"])  # a repeated id within the batch is not new the second time
+        fresh = [{**row, "now": now} for row, new in zip(rows, inserted, strict=True) if new]
+        self._db.batch(conn, self._q["create"], fresh)
+        return inserted

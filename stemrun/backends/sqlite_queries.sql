@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS {ns}_paused (
     queue TEXT PRIMARY KEY,
     paused_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {ns}_outbox (
+    id TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    message BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_outbox_since ON {ns}_outbox (since);
 
 -- name: create
 -- An expired record counts as absent: its id may be used again. Run once per new record.
@@ -177,3 +183,22 @@ DELETE FROM {ns}_paused WHERE queue = :queue;
 
 -- name: paused
 SELECT queue FROM {ns}_paused ORDER BY queue;
+
+-- name: put_pending
+-- Run once per message (executemany).
+INSERT INTO {ns}_outbox (id, since, message) VALUES (:id, :since, :message)
+ON CONFLICT (id) DO UPDATE SET since = excluded.since, message = excluded.message;
+
+-- name: pending
+SELECT id, message FROM {ns}_outbox WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: claim_pending
+-- The oldest entries kept since before :before, stamped :now so other sweepers skip them.
+UPDATE {ns}_outbox SET since = :now
+WHERE id IN (
+    SELECT id FROM {ns}_outbox WHERE since < :before ORDER BY since LIMIT :limit
+)
+RETURNING id, message;
+
+-- name: clear_pending
+DELETE FROM {ns}_outbox WHERE id IN (SELECT value FROM json_each(:ids));

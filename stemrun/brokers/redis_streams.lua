@@ -60,6 +60,20 @@ local function wake(queue, count)
   redis.call("LTRIM", wake_key(queue), 0, WAKE_TOKENS - 1)
 end
 
+-- Count one message placed in `queue`; `order` keeps the queues in the order first seen.
+local function tally(counts, order, queue)
+  if not counts[queue] then
+    counts[queue] = 0
+    order[#order + 1] = queue
+  end
+  counts[queue] = counts[queue] + 1
+end
+
+-- Wake the consumers of every tallied queue, once per message placed in it.
+local function wake_tallied(counts, order)
+  for _, queue in ipairs(order) do wake(queue, counts[queue]) end
+end
+
 -- Remove a leased entry if `member` still holds its lease: its priority, or false when stale.
 local function take(queue, member)
   if redis.call("ZREM", leases_key(queue), member) == 0 then return false end
@@ -76,15 +90,10 @@ end
 local now = tonumber(ARGV[2])
 local counts, order = {}, {}
 for i = 3, #ARGV, 5 do
-  local queue = ARGV[i]
-  place(queue, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], now)
-  if not counts[queue] then
-    counts[queue] = 0
-    order[#order + 1] = queue
-  end
-  counts[queue] = counts[queue] + 1
+  place(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], now)
+  tally(counts, order, ARGV[i])
 end
-for _, queue in ipairs(order) do wake(queue, counts[queue]) end
+wake_tallied(counts, order)
 return #order
 
 -- script: fetch

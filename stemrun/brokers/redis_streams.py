@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Unpack
 
+from redis.commands.core import Script
+
 from stemrun import redis_keys
 from stemrun.brokers.base import (
     Broker,
@@ -54,17 +56,35 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
         self._consumed: dict[str, set[str]] = {}  # consumer -> queues, forgotten on close
 
     def _run(self, script: str, args: Sequence[Any], what: str) -> Any:
-        with self._endpoint.guard(what):
-            return self._scripts[script](args=[self.namespace, *args])
+        return self.run_script(self._scripts[script], (), args, what)
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish the batch in one script call; raises BrokerError."""
         if not messages:
             return
         args: list[Any] = [repr(self.clock.now())]
-        for m in messages:
-            args += [m.queue, self._priority(m.priority), m.id, m.body, _eta(m.eta)]
+        for row in self.message_args(messages):
+            args += row
         self._run("publish", args, "publish")
+
+    def message_args(self, messages: Sequence[Message]) -> list[list[Any]]:
+        """Per message, its (queue, priority, id, body, eta) as the publish script takes them.
+
+        Raises BrokerError for a priority outside 0..9.
+        """
+        return [[m.queue, self._priority(m.priority), m.id, m.body, _eta(m.eta)] for m in messages]
+
+    def register(self, source: str) -> Script:
+        """A script on this broker's connection (a result backend sharing this Redis writes
+        records and messages in one call with it)."""
+        return self._redis.register_script(source)
+
+    def run_script(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], what: str
+    ) -> Any:
+        """Run `script` with the namespace as its first argument; raises BrokerError."""
+        with self._endpoint.guard(what):
+            return script(keys=keys, args=[self.namespace, *args])
 
     def _priority(self, priority: int) -> int:
         if priority not in PRIORITIES:

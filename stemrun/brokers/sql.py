@@ -55,13 +55,17 @@ class SqlBroker(SqlStore[DbT], Broker, DeadLetterAdmin, QueueMonitor):
 
         Raises BrokerError.
         """
-        if not messages:
-            return
+        if messages:
+            with self._db.transaction("publish") as conn:
+                self.publish_in(conn, messages)
+
+    def publish_in(self, conn: SqlConnection, messages: Sequence[Message]) -> None:
+        """Publish within the caller's transaction on this database (record and publish as one
+        write when the result backend shares it)."""
         now = self.clock.now()
         rows = [_message(m.id, m.queue, m.priority, m.body, _due(m.eta, now)) for m in messages]
-        with self._db.transaction("publish") as conn:
-            self._db.batch(conn, self._q["publish"], rows)
-            self._wake(conn, sorted({m.queue for m in messages}))
+        self._db.batch(conn, self._q["publish"], rows)
+        self._wake(conn, sorted({m.queue for m in messages}))
 
     def fetch(
         self,

@@ -23,6 +23,7 @@ from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
 from stemrun.registry import Registry
 from stemrun.signing import verifier_for
+from stemrun.outbox import Sweeper
 from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
@@ -94,6 +95,7 @@ class Worker:
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._leases = Leases(self.broker, self._clock)
+        self._sweeper = Sweeper(self.broker, self.backend)
         self._buffer: deque[str] = deque()
         flow = require(self.backend, FlowControl)
         self._flow = FlowGate(config, flow, self._clock, self._leases, self._buffer)
@@ -204,6 +206,7 @@ class Worker:
         self._handle_events(wait)
         pool.maintain()
         self._renew()
+        self._sweeper.maybe(self._clock.now())
         self._pulse.beat(
             self._clock.now(),
             self._leases.held.values(),

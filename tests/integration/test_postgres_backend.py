@@ -43,7 +43,8 @@ def test_first_use_creates_prefixed_tables_in_the_url_schema(postgres_url: str) 
         assert isinstance(backend, PostgresBackend)
         backend.create([_record("a")])
         flow = {"app1_rates", "app1_uniques", "app1_paused"}  # docs/flow-control.md
-        expected = {"app1_status", "app1_workers", "app1_chords", "app1_counters", *flow}
+        outbox = {"app1_outbox"}  # messages kept until a separate broker has them
+        expected = {"app1_status", "app1_workers", "app1_chords", "app1_counters", *flow, *outbox}
         assert _tables(postgres_url) == expected
         with psycopg.connect(postgres_url) as conn:
             row = conn.execute("SELECT state, data->>'task' FROM app1_status").fetchone()

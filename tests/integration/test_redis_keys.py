@@ -46,6 +46,8 @@ def test_functions_follow_the_templates() -> None:
         redis_keys.rate_limiter("ns", "k"): "{ns}:rate:{key}",
         redis_keys.unique("ns", "k"): "{ns}:unique:{key}",
         redis_keys.paused("ns"): "{ns}:paused",
+        redis_keys.outbox("ns"): "{ns}:outbox",
+        redis_keys.outbox_since("ns"): "{ns}:outbox_since",
     }
     values = {"ns": "ns", "queue": "q", "priority": 3, "id": "i", "key": "k"}
     for key, template in built.items():

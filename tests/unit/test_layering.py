@@ -29,7 +29,17 @@ LAYERS: list[set[str]] = [
         "sql_db",
     },
     {"brokers", "backends", "schedules"},
-    {"retry", "registry", "canvas", "client", "context", "stores", "enqueue"},
+    {
+        "retry",
+        "registry",
+        "canvas",
+        "client",
+        "context",
+        "stores",
+        "enqueue",
+        "outbox",
+        "shared_store",
+    },
     {"worker", "beat", "observe", "metrics", "health"},
     {"supervisor", "cli", "dashboard", "__main__"},
 ]

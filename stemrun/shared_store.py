@@ -1,0 +1,93 @@
+"""Record and publish in one write when the broker and the result backend are one store.
+
+A SQL database runs both inserts in one transaction; a Redis runs one script made of the
+broker's and the backend's Lua functions. Any other pair (different stores, or the in-process
+memory stores) goes through the outbox (stemrun.outbox).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import StatusRecord
+from stemrun.backends.sql import SqlBackend
+from stemrun.brokers.base import Broker, Message
+from stemrun.brokers.sql import SqlBroker
+from stemrun.sql_db import SqlConnection
+from stemrun.stores import kind_of
+
+if TYPE_CHECKING:
+    from stemrun.backends.redis import RedisBackend
+    from stemrun.brokers.redis_streams import RedisStreamsBroker
+
+#: Creates records and publishes the messages of the new ones in one write; True where new.
+SingleWrite = Callable[[Sequence[StatusRecord], Sequence[Message]], list[bool]]
+
+
+def single_write(broker: Broker, backend: ResultBackend) -> SingleWrite | None:
+    """The one-write enqueue of this pair, or None when they are not one store."""
+    if (broker.url, broker.base_dir) != (backend.url, backend.base_dir):
+        return None
+    if isinstance(broker, SqlBroker) and isinstance(backend, SqlBackend):
+        return _SqlWrite(broker, backend)
+    kind = kind_of(broker.url)
+    if kind is not None and kind.name == "Redis":
+        from stemrun.backends.redis import RedisBackend
+        from stemrun.brokers.redis_streams import RedisStreamsBroker
+
+        if isinstance(broker, RedisStreamsBroker) and isinstance(backend, RedisBackend):
+            return _RedisWrite(broker, backend)
+    return None
+
+
+class _SqlWrite:
+    """Both inserts in one transaction on the broker's connection."""
+
+    def __init__(self, broker: SqlBroker[Any], backend: SqlBackend[Any]) -> None:
+        self._broker = broker
+        self._backend = backend
+
+    def __call__(self, records: Sequence[StatusRecord], messages: Sequence[Message]) -> list[bool]:
+        def write(conn: SqlConnection) -> list[bool]:
+            created = self._backend.create_in(conn, records)
+            fresh = [m for m, new in zip(messages, created, strict=True) if new]
+            if fresh:
+                self._broker.publish_in(conn, fresh)
+            return created
+
+        return self._broker.database.run("enqueue", write) if records else []
+
+
+class _RedisWrite:
+    """One script call: the backend's insert, then the broker's place, per record."""
+
+    def __init__(self, broker: RedisStreamsBroker, backend: RedisBackend) -> None:
+        from stemrun.redis_client import prelude
+
+        self._broker = broker
+        self._backend = backend
+        source = (
+            prelude("stemrun.brokers", "redis_streams.lua")
+            + prelude("stemrun.backends", "redis.lua")
+            + _section("record_and_publish.lua")
+        )
+        self._script = broker.register(source)
+
+    def __call__(self, records: Sequence[StatusRecord], messages: Sequence[Message]) -> list[bool]:
+        if not records:
+            return []
+        now = self._broker.clock.now()
+        keys, rows = self._backend.record_args(records, now)
+        args: list[Any] = [repr(now)]
+        for row, message in zip(rows, self._broker.message_args(messages), strict=True):
+            args += [*row, *message]
+        created = self._broker.run_script(self._script, keys, args, "enqueue")
+        return [bool(x) for x in created]
+
+
+def _section(filename: str) -> str:
+    from importlib import resources
+
+    return resources.files("stemrun").joinpath(filename).read_text(encoding="utf-8")
