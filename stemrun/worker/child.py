@@ -7,8 +7,15 @@ then `progress` / `heartbeat` frames while a task runs and one `done` frame per 
 next ctx.progress()/heartbeat() raises TaskCancelled. The protocol uses duplicated descriptors:
 anything a handler prints goes to stderr, never into the pipe. The child arms SIGALRM for the
 soft time limit of the running attempt. SIGINT and SIGTERM are ignored (a terminal or
-supervisor signals the whole process group, and the parent decides when its children stop): end
-of stdin or a `stop` frame ends the child after its task; the parent uses SIGKILL.
+supervisor signals the whole process group, and the parent decides when its children stop): a
+`stop` frame ends the child after its task; the parent uses SIGKILL.
+
+A child never outlives its worker (docs/workers.md): a task that ran on after the worker died
+would finish unrecorded and run again when its delivery is redelivered. The worker passes its pid
+as the only argument; on Linux the kernel SIGKILLs the child when the worker dies, and on every
+platform a watch thread exits the child within `PARENT_WATCH_S` once its parent pid changes, as
+does the end of stdin (only a dead worker closes it under a live child) or a failed write to the
+worker. Such an exit is silent: there is nobody left to tell.
 
 `ctx.enqueue` in a child opens its own `Stem` client from the config file, on first use.
 """
@@ -20,7 +27,8 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -31,12 +39,19 @@ from stemrun.worker.execute import SoftLimit, execute
 from stemrun.worker.job import Job
 from stemrun.worker.protocol import ProtocolError, read_frame, write_frame
 
+#: How often the watch thread compares the parent pid with the worker's.
+PARENT_WATCH_S = 0.1
+#: Exit status of a child whose worker is gone (nobody is left to read it).
+ORPHANED_EXIT = 3
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
 
 class ChildRuntime:
     """Runs attempts one at a time for the parent at the other end of the pipes."""
 
     def __init__(self, init: Mapping[str, Any], out: IO[bytes]) -> None:
         self._paths: dict[str, str] = dict(init["handlers"])
+        self._preload: list[str] = list(init.get("preload", []))
         self._config_path: str | None = init.get("config_path")
         self._out = out
         self._handlers: dict[str, Handler] = {}
@@ -52,6 +67,19 @@ class ChildRuntime:
                 raise TaskNotRegistered(f"task {task!r} is not declared in stem.yaml")
             handler = self._handlers[task] = load_handler(self._paths[task])
         return handler
+
+    def preload(self) -> None:
+        """Import the handlers of the tasks routed to the worker's queues before saying
+        `ready`, so a task starts the moment it arrives.
+
+        A rate-limited start is measured when its handler begins (docs/flow-control.md). A
+        handler that fails to import fails its tasks when they run, as without the preload.
+        """
+        for task in self._preload:
+            try:
+                self.load(task)
+            except BaseException:  # even SystemExit: the task that runs it reports it
+                continue
 
     def on_soft_limit(self, signum: int, frame: FrameType | None) -> None:
         soft = self._soft
@@ -76,7 +104,14 @@ class ChildRuntime:
         self.send({"op": "done", "key": job.key, "outcome": outcome.to_dict()})
 
     def send(self, message: dict[str, Any]) -> None:
-        write_frame(self._out, message)
+        """Write one frame to the worker; exits quietly when the worker is gone.
+
+        Raises TypeError/ValueError when `message` is not JSON (the handler's progress meta).
+        """
+        try:
+            write_frame(self._out, message)
+        except OSError:  # BrokenPipeError: the worker died; its task must not run on
+            _orphaned()
 
     def enqueue(self, task: str, args: Mapping[str, Any] | None, options: dict[str, Any]) -> str:
         if self._stem is None:
@@ -136,7 +171,57 @@ def _pump(
                 frames.put(frame)
     except (ProtocolError, OSError, ValueError) as exc:
         sys.stderr.write(f"stemrun pool child: bad frame from the worker: {exc}\n")
-    frames.put(None)
+        frames.put(None)
+        return
+    _orphaned()  # the worker closes stdin only after its child exited: it died
+
+
+def _orphaned() -> None:
+    """Exit at once, without cleanup or traceback: the worker that would record the task is gone."""
+    os._exit(ORPHANED_EXIT)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make sure this child cannot outlive `parent`, the worker that started it.
+
+    The kernel's parent-death signal fires when the worker's thread that spawned the child exits;
+    the pool spawns from the thread running the worker loop, which reaps its children before it
+    ends (see pool_process.py).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        # if it fails (a sandbox forbids prctl) the watch thread still ends the child
+        libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL))
+    if os.getppid() != parent:  # the worker died before the signal was armed
+        _orphaned()
+    _start_helper(_watch_parent, parent)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit once this process is reparented: its worker died (any platform, any signal)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_WATCH_S)
+    _orphaned()
+
+
+def _start_helper(target: Callable[..., None], *args: Any) -> None:
+    """Start a daemon thread that never takes SIGALRM.
+
+    Blocking SIGALRM in every helper makes the kernel deliver the soft limit to the main thread,
+    where it interrupts the handler's blocking call (time.sleep); threads inherit the mask.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        threading.Thread(target=target, args=args, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+
+
+def _expected_parent() -> int:
+    """The worker's pid, passed as the only argument (the current parent when run by hand)."""
+    return int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
 
 
 def main() -> int:
@@ -144,19 +229,17 @@ def main() -> int:
     # a terminal or supervisor signals the whole process group; the parent drains its children
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(_expected_parent())
     proto_in, proto_out = _claim_pipes()
     init = read_frame(proto_in)
     if init is None or init.get("op") != "init":
         return 2
     runtime = ChildRuntime(init, proto_out)
     signal.signal(signal.SIGALRM, runtime.on_soft_limit)
+    runtime.preload()
     runtime.send({"op": "ready", "pid": os.getpid()})
     frames: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
-    # The reader inherits a mask blocking SIGALRM, so the kernel delivers the soft limit to the
-    # main thread and interrupts the handler's blocking call (time.sleep) there.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    threading.Thread(target=_pump, args=(proto_in, runtime, frames), daemon=True).start()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+    _start_helper(_pump, proto_in, runtime, frames)
     while (frame := frames.get()) is not None:
         if frame.get("op") == "stop":
             break

@@ -6,9 +6,16 @@ one) in one atomic store call. A slot that is due starts now. A slot at most `HO
 in this worker, holding its lease and a pool slot, and starts at the slot. A later slot goes
 back to the broker, unchanged but for its delivery metadata: same attempt, due `LEAD_S` before
 the slot, carrying the slot (stemrun.flow.with_slot); when it comes back it waits for that slot
-without reserving another. A delay is never a failure and never counts as an attempt. A carried
-slot missed by a whole interval (no worker had room for it) is given up and a fresh one
-reserved, because starting it late could put more than N + 1 starts in one window.
+without reserving another. A delay is never a failure and never counts as an attempt.
+
+The bound (N + 1 starts in any window of one period) is about when handlers really begin, so a
+slot is only honoured within one interval of it (`_Reserved.late`): a start later than that could
+share a window with the starts of the slots after it. A slot missed by that much (a waiter no
+pool slot was free for, a carried slot no worker took in time, a reservation that a slow store
+call made stale) is given up and a fresh one reserved. Each reservation reads the clock just
+before its store call, and the decision to start reads it again after. The pool counts a slot as
+free only when a task handed to it starts at once (a process-pool child that has booted and
+imported its handlers), so a start the gate lets through is not held up in the pool.
 """
 
 from __future__ import annotations
@@ -77,10 +84,26 @@ def limits_of(config: Config) -> tuple[dict[str, Limit], dict[str, Limit]]:
     return tasks, queues
 
 
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    """A delivery's start slot, and how late it may start: its shortest limiter's interval."""
+
+    slot: float
+    interval_s: float
+
+    def late(self, now: float) -> bool:
+        """Missed: starting now could put N + 2 starts in one window with later slots."""
+        return now - self.slot >= self.interval_s
+
+
 @dataclass(slots=True)
 class _Waiter:
-    slot: float
+    reserved: _Reserved
     held: Held
+
+    @property
+    def slot(self) -> float:
+        return self.reserved.slot
 
 
 class FlowGate:
@@ -141,11 +164,10 @@ class FlowGate:
         buffer, which then pass the rate-limit gate. Raises BackendError after putting those
         back in the buffer.
         """
-        now = self._clock.now()
-        start = self._due(now, free_slots)
+        start = self._due(self._clock.now(), free_slots)
         candidates = take(self.room(free_slots - len(start)))
         try:
-            started, later = self._admit(candidates, now)
+            started, later = self._admit(candidates)
         except BackendError:
             # Not lost: they go back to the buffer and pass the gate again (a new slot).
             self._buffer.extendleft(reversed([held.delivery.receipt for held in start]))
@@ -159,24 +181,39 @@ class FlowGate:
         until = min(waiter.slot for waiter in self._waiters) - self._clock.now()
         return max(0.0, min(wait_s, until))
 
-    def _admit(
-        self, candidates: list[Held], now: float
-    ) -> tuple[list[Held], list[settle.Settlement]]:
+    def _admit(self, candidates: list[Held]) -> tuple[list[Held], list[settle.Settlement]]:
         try:
-            slots = [self._slot(held, now) for held in candidates]
+            slots = [self._slot(held) for held in candidates]
         except BackendError:
             self._buffer.extendleft(reversed([held.delivery.receipt for held in candidates]))
             raise
+        now = self._clock.now()  # after the store calls: a slot they made stale shows as late
         start: list[Held] = []
         later: list[settle.Settlement] = []
-        for held, slot in zip(candidates, slots, strict=True):
-            if slot is None or slot <= now:
+        missed: list[str] = []
+        for held, reserved in zip(candidates, slots, strict=True):
+            if reserved is None:
                 start.append(held)
-            elif slot - now <= HOLD_S:
-                self._waiters.append(_Waiter(slot, held))
+            elif reserved.late(now):
+                missed.append(self._missed(held, reserved, now))
+            elif reserved.slot <= now:
+                start.append(held)
+            elif reserved.slot - now <= HOLD_S:
+                self._waiters.append(_Waiter(reserved, held))
             else:
-                later.append(self._hand_back(held, slot, now))
+                later.append(self._hand_back(held, reserved.slot, now))
+        self._buffer.extendleft(reversed(missed))  # first in line for a fresh slot next round
         return start, later
+
+    def _missed(self, held: Held, reserved: _Reserved, now: float) -> str:
+        """Give a missed slot up (it only lowers the rate); the receipt, to reserve again."""
+        log.debug(
+            "task %s (%s) missed its rate slot by %.3fs; reserving another",
+            held.envelope.task,
+            held.envelope.id,
+            now - reserved.slot,
+        )
+        return held.delivery.receipt
 
     def release(self) -> list[str]:
         """Stop waiting (shutdown): the receipts of the waiting deliveries, to hand back."""
@@ -188,34 +225,44 @@ class FlowGate:
         found = (self._task_limits.get(envelope.task), self._queue_limits.get(envelope.queue))
         return {limit.key(envelope): limit.interval_s for limit in found if limit is not None}
 
-    def _slot(self, held: Held, now: float) -> float | None:
+    def _slot(self, held: Held) -> _Reserved | None:
         """The start slot of a delivery (None when no limit applies); reserves one if needed."""
         limits = self._limits(held.envelope)
         if not limits:
             return None
+        interval_s = min(limits.values())
+        now = self._clock.now()  # just before the call, not once per batch: never a stale slot
         carried = carried_slot(held.delivery.body, held.envelope)
-        if carried is not None and now - carried < min(limits.values()):
-            return carried
-        return self._backend.reserve_rate_slot(limits, now)
+        if carried is not None and not _Reserved(carried, interval_s).late(now):
+            return _Reserved(carried, interval_s)
+        return _Reserved(self._backend.reserve_rate_slot(limits, now), interval_s)
 
     def _due(self, now: float, free_slots: int) -> list[Held]:
         """Waiters whose slot has come, as many as the pool has room for.
 
-        A process pool replacing a child has a slot fewer for a moment: the rest start later.
+        A process pool replacing a child has a slot fewer for a moment: the rest start later,
+        or, once they have missed their slot, go back to the buffer for a fresh one.
         """
         self._waiters.sort(key=lambda waiter: waiter.slot)
-        due = [w for w in self._waiters if w.slot <= now][: max(0, free_slots)]
-        self._waiters = self._waiters[len(due) :]
         start: list[Held] = []
-        for waiter in due:
+        again: list[str] = []
+        waiting: list[_Waiter] = []
+        for waiter in self._waiters:
             held = waiter.held
-            if held.lost or held.delivery.receipt not in self._leases.held:
+            if waiter.slot > now:
+                waiting.append(waiter)
+            elif held.lost or held.delivery.receipt not in self._leases.held:
                 continue
-            expires_at = held.envelope.expires_at
-            if expires_at is not None and expires_at <= now:
-                self._buffer.appendleft(held.delivery.receipt)  # the buffer cancels it
-                continue
-            start.append(held)
+            elif held.envelope.expires_at is not None and held.envelope.expires_at <= now:
+                again.append(held.delivery.receipt)  # the buffer cancels it
+            elif waiter.reserved.late(now):
+                again.append(self._missed(held, waiter.reserved, now))
+            elif len(start) < free_slots:
+                start.append(held)
+            else:
+                waiting.append(waiter)
+        self._waiters = waiting
+        self._buffer.extendleft(reversed(again))
         return start
 
     def _hand_back(self, held: Held, slot: float, now: float) -> settle.Settlement:

@@ -6,11 +6,17 @@ turns its frames into consumer events. Soft limit: the child arms SIGALRM itself
 the attempt. Hard limit: SIGKILL,
 the attempt fails with HardTimeLimitExceeded and a fresh child takes the slot. A child that dies
 on its own fails its attempt with `WorkerLostError` (normal retry rules apply).
+
+Children never outlive the worker (see child.py): each is told the worker's pid, and on Linux
+asks the kernel to SIGKILL it when the thread that spawned it exits. So children are spawned only
+by the thread running the pool (`start` and `maintain`, the worker loop), which outlives them:
+`close` reaps them before that thread returns.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -32,7 +38,7 @@ class _Child:
 
     def __init__(self, init: Mapping[str, Any]) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "stemrun.worker.child"],
+            [sys.executable, "-m", "stemrun.worker.child", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -56,7 +62,9 @@ class _Child:
         return True
 
     def idle(self) -> bool:
-        return self.job is None and not self.dead and not self.retiring
+        # Only a child that said `ready` (booted, handlers imported) starts a task the moment it
+        # is handed one: a rate-limited start must not wait in the pipe (docs/flow-control.md).
+        return self.ready and self.job is None and not self.dead and not self.retiring
 
 
 class ProcessPool:
@@ -72,11 +80,15 @@ class ProcessPool:
         self._children: list[_Child] = []
         self._retired: list[_Child] = []
         self._closing = False
+        self._spawner: int | None = None  # the thread that spawns children (see module doc)
 
     def start(self) -> None:
+        self._spawner = threading.get_ident()
         self._children = [self._spawn() for _ in range(self._concurrency)]
 
     def _spawn(self) -> _Child:
+        # a child spawned by a shorter-lived thread would be killed when that thread ends
+        assert threading.get_ident() == self._spawner, "children spawn on the pool's thread"
         child = _Child(self._init)
         threading.Thread(
             target=self._read, args=(child,), name="stemrun-child", daemon=True

@@ -8,6 +8,7 @@ from typing import Any
 
 from stemrun.client import Stem
 from stemrun.config.model import Config
+from stemrun.errors import HandlerImportError
 from stemrun.registry import Registry
 from stemrun.worker.job import Event
 from stemrun.worker.plan import Plan
@@ -49,6 +50,9 @@ def make_pool(
 ) -> Pool:
     """The process, thread or async pool of `plan`, reporting through `emit`."""
     # Each pool is imported when chosen: the async pool loads asyncio, the process pool subprocess.
+    served = [name for name, task in config.tasks.items() if task.queue in plan.queues]
+    if plan.pool in ("thread", "async"):
+        _preload(served, registry)
     if plan.pool == "thread":
         from stemrun.worker.pool_thread import ThreadPool
 
@@ -61,7 +65,23 @@ def make_pool(
 
     init = {
         "handlers": {name: task.handler for name, task in config.tasks.items()},
+        "preload": served,
         "root_dir": str(config.root_dir),
         "config_path": str(config.path),
     }
     return ProcessPool(plan.concurrency, init, emit, plan.max_tasks_per_child)
+
+
+def _preload(served: list[str], registry: Registry) -> None:
+    """Import the handlers of the tasks routed to this worker's queues before the first task, as
+    process-pool children do (see child.py).
+
+    A task then starts the moment the worker starts it: a rate-limited start is measured when
+    its handler begins (docs/flow-control.md). A handler that fails to import fails its tasks
+    when they run, as it would without the preload.
+    """
+    for name in served:
+        try:
+            registry.handler(name)
+        except HandlerImportError:
+            continue

@@ -1,7 +1,8 @@
 """Frames between the worker and its pool children: a 4-byte big-endian length, then JSON.
 
-Only JSON crosses the pipe (never pickle). Parent -> child ops: `init`, `run`, `stop`.
-Child -> parent ops: `ready`, `done`, `progress`, `heartbeat`.
+Only JSON crosses the pipe (never pickle). Parent -> child ops: `init`, `run`, `cancel`, `stop`.
+Child -> parent ops: `ready`, `done`, `progress`, `heartbeat`. The end of the parent's stream, or
+a write the parent no longer reads, means the worker died: the child exits at once (child.py).
 """
 
 from __future__ import annotations

@@ -204,11 +204,12 @@ def test_hold_is_longer_than_the_lead() -> None:
 
 def test_due_waiters_start_only_within_the_free_pool_slots(rig: Rig) -> None:
     gate(rig, [rig.held("slow") for _ in range(3)])  # id1 now, id2 +0.5, id3 +1.0
-    rig.clock.advance(1.0)
-    start, _ = gate(rig, [], free=1)  # a process pool child is being replaced
-    assert ids(start) == ["id2"]
+    rig.clock.advance(1.0)  # a process pool child is being replaced: no free slot
+    assert gate(rig, [], free=0) == ([], [])
+    assert list(rig.buffer) == ["r2"]  # id2 missed its slot by a whole interval: reserve again
+    rig.clock.advance(0.1)
     start, _ = gate(rig, [], free=1)
-    assert ids(start) == ["id3"]
+    assert ids(start) == ["id3"]  # 0.1 s late: within its interval
 
 
 def test_a_store_error_puts_every_delivery_back_in_the_buffer(
