@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
 
 log = logging.getLogger("stemrun.metrics")
 
@@ -172,13 +173,17 @@ class StoreCollector:
 class MetricsServer:
     """`GET /metrics` from prometheus_client's WSGI app, on a daemon thread of this process."""
 
-    def __init__(self, config: Config, port: int, host: str | None = None) -> None:
-        """Raises OSError when the port cannot be bound."""
+    def __init__(
+        self, config: Config, port: int, host: str | None = None, extra: Sequence[Collector] = ()
+    ) -> None:
+        """Raises OSError when the port cannot be bound. `extra`: this process's own series."""
         from prometheus_client import CollectorRegistry, make_wsgi_app
 
         self._collector = StoreCollector(Stem(config))
         registry = CollectorRegistry()  # not the global one: it holds this process's own metrics
         registry.register(self._collector)
+        for collector in extra:
+            registry.register(collector)
         bind = host or os.environ.get(METRICS_HOST_ENV) or DEFAULT_HOST
         try:
             self._httpd = _bind(bind, port, _only_metrics(make_wsgi_app(registry)))
@@ -250,7 +255,7 @@ def serve_worker_metrics(config: Config) -> MetricsServer | None:
     return serve(config, who="worker")
 
 
-def serve(config: Config, *, who: str) -> MetricsServer | None:
+def serve(config: Config, *, who: str, extra: Sequence[Collector] = ()) -> MetricsServer | None:
     """Start the endpoint when `metrics.port` is set; None when off or the port is taken.
 
     A taken port is a warning, not a failure: every endpoint shows the same store-wide numbers.
@@ -258,19 +263,21 @@ def serve(config: Config, *, who: str) -> MetricsServer | None:
     if config.metrics_port is None:
         return None
     try:
-        return MetricsServer(config, config.metrics_port).start()
+        return MetricsServer(config, config.metrics_port, extra=extra).start()
     except OSError as exc:
         log.warning("%s: not serving metrics on port %d: %s", who, config.metrics_port, exc)
         return None
 
 
-def follow_metrics(server: MetricsServer | None, old: Config, new: Config) -> MetricsServer | None:
+def follow_metrics(
+    server: MetricsServer | None, old: Config, new: Config, extra: Sequence[Collector] = ()
+) -> MetricsServer | None:
     """After a reload: the same endpoint, or a new one when the port or the stores changed."""
     if _endpoint_key(old) == _endpoint_key(new):
         return server
     if server is not None:
         server.close()
-    return serve(new, who="supervisor")
+    return serve(new, who="supervisor", extra=extra)
 
 
 def _endpoint_key(config: Config) -> tuple[Any, ...]:

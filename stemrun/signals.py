@@ -1,6 +1,8 @@
-"""Process signals on the main thread: a stop that is graceful first and forced on a second SIGINT.
+"""Process signals on the main thread: a stop that is graceful first and forced on a second signal.
 
-Workers and beat use `install_stop`; the supervisor adds SIGHUP (reload) through `install`.
+The first SIGTERM or SIGINT asks for a graceful stop; another one (either kind: a process manager
+repeats SIGTERM, a person presses Ctrl-C twice) forces it. Workers and beat use `install_stop`; the
+supervisor adds SIGHUP (reload) through `install` with `stop_handler`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,16 @@ def install(handlers: Mapping[signal.Signals, Handler]) -> Callable[[], None]:
     return restore
 
 
-def install_stop(stop: Callable[[bool], None], stopping: Callable[[], bool]) -> Callable[[], None]:
-    """SIGTERM/SIGINT call `stop(graceful)`: graceful, unless SIGINT comes while `stopping()`."""
+def stop_handler(stop: Callable[[bool], None], stopping: Callable[[], bool]) -> Handler:
+    """A SIGTERM/SIGINT handler calling `stop(graceful)`: graceful, unless already `stopping()`."""
 
     def on_stop(signum: int) -> None:
-        stop(not (signum == signal.SIGINT and stopping()))
+        stop(not stopping())
 
+    return on_stop
+
+
+def install_stop(stop: Callable[[bool], None], stopping: Callable[[], bool]) -> Callable[[], None]:
+    """SIGTERM/SIGINT call `stop(graceful)`: graceful, unless one came already (`stopping()`)."""
+    on_stop = stop_handler(stop, stopping)
     return install({signal.SIGINT: on_stop, signal.SIGTERM: on_stop})

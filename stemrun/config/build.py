@@ -8,6 +8,7 @@ from typing import Any
 
 from stemrun.config.duration import parse_duration
 from stemrun.config.model import (
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
     BeatConfig,
     Config,
     LoggingConfig,
@@ -97,6 +98,9 @@ def _worker(name: str, data: dict[str, Any], top: dict[str, Any]) -> WorkerGroup
         prefetch_multiplier=data.get("prefetch_multiplier", top.get("prefetch_multiplier", 2)),
         replicas=data.get("replicas", 1),
         max_tasks_per_child=data.get("max_tasks_per_child"),
+        shutdown_timeout_s=_required_seconds(
+            data.get("shutdown_timeout"), DEFAULT_SHUTDOWN_TIMEOUT_S
+        ),
     )
 
 

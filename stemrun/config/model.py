@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 PoolKind = Literal["process", "thread", "async"]
 
+#: How long a warm stop waits for running tasks (`workers.<name>.shutdown_timeout`).
+DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryBackoff:
@@ -59,6 +62,7 @@ class WorkerGroupConfig:
     prefetch_multiplier: int = 2
     replicas: int = 1
     max_tasks_per_child: int | None = None
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

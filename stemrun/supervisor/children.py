@@ -1,4 +1,4 @@
-"""The child processes: the command line of each, spawning, and graceful or immediate stops."""
+"""The child processes: the command line of each, spawning, and the ways each is stopped."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from stemrun.metrics import METRICS_SERVER_ENV
 from stemrun.supervision import SUPERVISOR_PID_ENV
 from stemrun.supervisor.generation import ChildSpec
+
+FORCE_GRACE_S = 5.0  # after its forced stop, how long a child may take to exit before SIGKILL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +66,8 @@ class Child:
         self.started_at = now
         self.stopping = False  # a graceful stop (SIGTERM) was sent: its exit is expected
         self._proc = proc
+        self._deadline: float | None = None  # a bounded stop is forced past this
+        self._kill_at: float | None = None  # set once forced: SIGKILL past this
 
     @property
     def pid(self) -> int:
@@ -75,9 +79,38 @@ class Child:
         return self._proc.poll()
 
     def drain(self) -> None:
-        """SIGTERM: a worker stops fetching, finishes in-flight tasks, acks and exits 0."""
+        """SIGTERM: a worker stops fetching, finishes in-flight tasks, acks and exits 0.
+
+        Sent once: a second SIGTERM would force the child's stop (see `enforce`).
+        """
+        if self.stopping:
+            return
         self.stopping = True
         self._signal(self._proc.pid, signal.SIGTERM, group=False)
+
+    def bound(self, now: float, timeout_s: float) -> None:
+        """Drain, and have `enforce` force the stop if the child still runs after `timeout_s`."""
+        self.drain()
+        if self._deadline is None:
+            self._deadline = now + timeout_s
+
+    def enforce(self, now: float) -> str | None:
+        """Past the bound, force the stop: a second SIGTERM (a worker kills its pool and exits 1,
+        its unfinished tasks left leased for redelivery), then SIGKILL after `FORCE_GRACE_S`.
+
+        Returns what was done ("forced", "killed"), or None.
+        """
+        if self._deadline is None or self.poll() is not None:
+            return None
+        if self._kill_at is None and now >= self._deadline:
+            self._kill_at = now + FORCE_GRACE_S
+            self._signal(self._proc.pid, signal.SIGTERM, group=False)
+            return "forced"
+        if self._kill_at is not None and now >= self._kill_at:
+            self._deadline = None
+            self.kill()
+            return "killed"
+        return None
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group (its pool processes too); nothing is acked."""

@@ -1,9 +1,11 @@
 """`stemrun up`: run a generation of children, restart crashes, apply reloads, stop on signals.
 
 One thread (the main one) owns every child; signal handlers and the file watcher only set flags
-and wake it. A reload starts each replacement before draining the child it replaces, so a group
-never stops serving; the old child finishes its in-flight tasks and acks them, the buffered ones
-go back to the broker for the new child, and nothing runs twice.
+and wake it. A reload is applied only once the new generation has shown it can open its stores
+and import its handlers (see `preflight`). It starts each replacement before draining the child
+it replaces, so a group never stops serving; the old child finishes its in-flight tasks and acks
+them, the buffered ones go back to the broker for the new child, and nothing runs twice. A stop
+drains every child for at most its group's `shutdown_timeout`, then forces it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stemrun import signals
-from stemrun.config.model import Config
-from stemrun.errors import UsageError
+from stemrun.config.model import DEFAULT_SHUTDOWN_TIMEOUT_S, Config
+from stemrun.errors import ConfigError, UsageError
 from stemrun.metrics import MetricsServer, follow_metrics
 from stemrun.metrics import serve as serve_metrics
 from stemrun.stores import process_local
@@ -35,7 +37,8 @@ from stemrun.supervisor.generation import (
     wanted,
 )
 from stemrun.supervisor.handover import Handovers
-from stemrun.supervisor.reload import Debouncer, Watcher, read_validated, validated
+from stemrun.supervisor.preflight import Checks, Preflight, needed
+from stemrun.supervisor.reload import Debouncer, ReloadFailures, Watcher, read_validated
 from stemrun.supervisor.snapshot import Snapshots
 from stemrun.supervisor.waker import Waker
 from stemrun.url import mask_url
@@ -44,6 +47,7 @@ log = logging.getLogger("stemrun.supervisor")
 
 TICK_S = 0.1  # longest the loop sleeps between checks of its children
 KILL_WAIT_S = 5.0  # how long a forced stop waits for each SIGKILLed child to be reaped
+CLEAN_EXITS = (0, -signal.SIGTERM)  # a child stopped by SIGTERM before it could drain is clean
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +60,16 @@ class UpOptions:
     only: tuple[str, ...] | None = None
     log_level: str | None = None
     log_format: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingReload:
+    """A valid edit whose new generation is being checked before it is applied."""
+
+    config: Config
+    text: str
+    change: Change
+    preflight: Preflight
 
 
 class Slot:
@@ -104,18 +118,24 @@ class Supervisor:
         self._stopping = False
         self._forced = False
         self._stop_sent = False
+        self._unclean = False  # a child was forced, killed or failed while stopping
         self._hup = False
         self._metrics: MetricsServer | None = None
+        self._reload_failures = ReloadFailures()
+        self._pending: PendingReload | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Supervise until stopped: 0 after a graceful stop, 1 after a forced one."""
+        """Supervise until stopped: 0 after a graceful stop, 1 after a forced one (a second
+        signal, or a child still running after its `shutdown_timeout`)."""
         restore = self._install_signals()
         watcher = None
         try:
             self._start()
-            self._metrics = serve_metrics(self.config, who="supervisor")
+            self._metrics = serve_metrics(
+                self.config, who="supervisor", extra=[self._reload_failures]
+            )
             if self.options.reload:
                 watcher = Watcher(
                     self.config_path, code=self.options.reload_code, on_change=self.changed
@@ -125,6 +145,7 @@ class Supervisor:
         finally:
             if watcher is not None:
                 watcher.stop()
+            self._cancel_pending()
             self._snapshots.clear()
             self.handovers.close()
             if self._metrics is not None:
@@ -139,7 +160,10 @@ class Supervisor:
         self._waker.wake()
 
     def stop(self, *, graceful: bool = True) -> None:
-        """Ask for a graceful (drain every child) or immediate (SIGKILL) stop; signal-safe."""
+        """Ask for a graceful (drain every child, bounded) or immediate (SIGKILL) stop.
+
+        Signal-safe.
+        """
         if graceful:
             self._stopping = True
         else:
@@ -174,15 +198,19 @@ class Supervisor:
             except Exception:
                 log.exception("supervisor: unexpected error (carrying on)")
             if self._stopping and self._stop_sent and not self._alive():
+                if self._unclean:
+                    log.warning("every child has stopped, not all of them cleanly; exiting")
+                    return 1
                 log.info("every child has stopped; exiting")
                 return 0
 
     def _tick(self, now: float) -> None:
         if self._stopping and not self._stop_sent:
-            self._drain_all()
+            self._drain_all(now)
         self._reap(now)
         self._snapshots.prune({self._file, *(child.config_file for child in self._live())})
         if self._stopping:
+            self._enforce_bounds(now)
             return
         for slot in self.slots.values():
             if slot.child is None and slot.restart_at is not None and slot.restart_at <= now:
@@ -197,6 +225,7 @@ class Supervisor:
             log.info("SIGHUP received")
         if code is not None:
             self._reload(code=code)
+        self._finish_reload()
 
     def _reap(self, now: float) -> None:
         for slot in self.slots.values():
@@ -207,6 +236,7 @@ class Supervisor:
             slot.child = None
             if child.stopping or self._stopping:
                 log.info("%s (pid %d) stopped with exit code %d", child.spec.label, child.pid, code)
+                self._unclean = self._unclean or (self._stopping and code not in CLEAN_EXITS)
             else:
                 self._crashed(slot, child, code, now)
         for child in list(self.draining):
@@ -214,6 +244,7 @@ class Supervisor:
             if code is not None:
                 self.draining.remove(child)
                 log.info("%s (pid %d) drained, exit code %d", child.spec.label, child.pid, code)
+                self._unclean = self._unclean or (self._stopping and code not in CLEAN_EXITS)
 
     def _crashed(self, slot: Slot, child: Child, code: int, now: float) -> None:
         child.kill_leftovers()
@@ -254,22 +285,71 @@ class Supervisor:
     # -- reload ---------------------------------------------------------------------------------
 
     def _reload(self, *, code: bool) -> None:
+        """Validate the file; apply it at once, or once `preflight` has checked what it needs."""
         what = "task code" if code else self.config_path.name
         log.info("%s changed; validating", what)
-        found = validated(self.config_path)
-        if found is None or not self._acceptable(found[0]):
+        self._cancel_pending()
+        try:
+            found = read_validated(self.config_path)
+        except ConfigError as exc:
+            self._refuse(
+                f"{self.config_path} is invalid; the running generation keeps going unchanged:\n"
+                f"{exc}"
+            )
+            return
+        if found is None:
+            log.info("%s changed while being read; waiting for the next save", self.config_path)
             return
         config, text = found
         try:
+            self._check_acceptable(config)
             specs = wanted(config, self._selection)
         except UsageError as exc:
-            log.error("reload refused, the running generation keeps going: %s", exc)
+            self._refuse(f"reload refused, the running generation keeps going: {exc}")
             return
         current = {key: slot.spec for key, slot in self.slots.items()}
         change = diff(current, specs)
         if code:
             change = restart_workers(change, specs)
-        self._metrics = follow_metrics(self._metrics, self.config, config)
+        checks = needed(self.config, config, change)
+        if checks.empty:
+            self._commit(config, text, change)
+            return
+        log.info("checking the new generation before handing over: %s", _describe(checks))
+        preflight = Preflight(config, checks)
+        self._pending = PendingReload(config=config, text=text, change=change, preflight=preflight)
+
+    def _finish_reload(self) -> None:
+        """Apply or refuse the reload being checked, once its checks are done."""
+        pending = self._pending
+        if pending is None:
+            return
+        problems = pending.preflight.outcome()
+        if problems is None:
+            return
+        self._pending = None
+        if problems:
+            self._refuse(
+                "reload refused, the running generation keeps going unchanged: the new one "
+                "could not start:\n  " + "\n  ".join(problems)
+            )
+            return
+        self._commit(pending.config, pending.text, pending.change)
+
+    def _cancel_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.preflight.cancel()
+            self._pending = None
+            log.info("the reload being checked is abandoned")
+
+    def _refuse(self, message: str) -> None:
+        log.error(message)
+        self._reload_failures.count += 1
+
+    def _commit(self, config: Config, text: str, change: Change) -> None:
+        """Make `config` the running one and start, restart and drain what `change` says."""
+        extra = [self._reload_failures]
+        self._metrics = follow_metrics(self._metrics, self.config, config, extra=extra)
         self.config = config
         self._freeze(text)
         schedule_sync.apply(config)
@@ -285,20 +365,14 @@ class Supervisor:
         self._serial += 1
         self._file = self._snapshots.take(text, self._serial)
 
-    def _acceptable(self, config: Config) -> bool:
+    def _check_acceptable(self, config: Config) -> None:
+        """Raises UsageError for a store only one process can use (memory://)."""
         for role, url in (("broker", config.broker), ("result_backend", config.result_backend)):
             if process_local(url):
-                log.error(
-                    "reload refused: %s %s is memory:// (one process only); keeping the running "
-                    "generation",
-                    role,
-                    mask_url(url),
-                )
-                return False
+                raise UsageError(f"{role} {mask_url(url)} is memory:// (one process only)")
         missing = [name for name in self.options.only or () if name not in config.workers]
         if missing:
             log.warning("--only group(s) %s no longer declared", ", ".join(missing))
-        return True
 
     def _apply(self, change: Change, now: float) -> None:
         """Start replacements first, then drain what they replace or what was removed."""
@@ -336,13 +410,45 @@ class Supervisor:
     def _alive(self) -> bool:
         return any(child.poll() is None for child in self._live())
 
-    def _drain_all(self) -> None:
+    def _drain_all(self, now: float) -> None:
         self._stop_sent = True
+        self._cancel_pending()
         self.draining += self.handovers.take_all()
         children = self._live()
-        log.info("stopping: draining %d children (a second Ctrl-C kills them)", len(children))
-        for child in children:
-            child.drain()
+        bounds = [self._shutdown_timeout(child) for child in children]
+        log.info(
+            "stopping: draining %d children for at most %gs (a second SIGTERM or Ctrl-C kills "
+            "them)",
+            len(children),
+            max(bounds, default=0),
+        )
+        for child, bound in zip(children, bounds, strict=True):
+            child.bound(now, bound)
+
+    def _shutdown_timeout(self, child: Child) -> float:
+        """The bound of `child`'s stop: its group's `shutdown_timeout` in the running config."""
+        group = self.config.workers.get(child.spec.group or "")
+        if child.spec.kind != "worker" or group is None:
+            return DEFAULT_SHUTDOWN_TIMEOUT_S
+        return group.shutdown_timeout_s
+
+    def _enforce_bounds(self, now: float) -> None:
+        for child in self._live():
+            done = child.enforce(now)
+            if done == "forced":
+                log.warning(
+                    "%s (pid %d) still running after shutdown_timeout (%gs); forcing its stop: "
+                    "its unfinished tasks are redelivered after their visibility_timeout",
+                    child.spec.label,
+                    child.pid,
+                    self._shutdown_timeout(child),
+                )
+            elif done == "killed":
+                log.error(
+                    "%s (pid %d) did not exit after its forced stop; killing it",
+                    child.spec.label,
+                    child.pid,
+                )
 
     def _kill_all(self) -> None:
         children = self._live()
@@ -356,14 +462,22 @@ class Supervisor:
                 log.error("%s (pid %d) did not exit after SIGKILL", child.spec.label, child.pid)
 
     def _install_signals(self) -> Callable[[], None]:
-        """SIGTERM/SIGINT stop gracefully, a second SIGINT at once; SIGHUP reloads."""
+        """SIGTERM/SIGINT stop gracefully, a second one at once; SIGHUP reloads."""
 
         def on_hup(signum: int) -> None:
             self._hup = True  # no lock here: the main thread may hold it
             self._waker.wake()
 
-        def on_stop(signum: int) -> None:
-            self.stop(graceful=not (signum == signal.SIGINT and self._stopping))
-
+        on_stop = signals.stop_handler(
+            lambda graceful: self.stop(graceful=graceful), lambda: self._stopping
+        )
         stops = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop}
         return signals.install({**stops, signal.SIGHUP: on_hup})
+
+
+def _describe(checks: Checks) -> str:
+    """`result_backend opens; 3 handler(s) import`, for a log line."""
+    parts = [f"{role} opens" for role in checks.stores]
+    if checks.handlers:
+        parts.append(f"{len(checks.handlers)} handler(s) import")
+    return "; ".join(parts)

@@ -7,12 +7,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import watchfiles
 
 from stemrun.config import load_config
 from stemrun.config.model import Config
 from stemrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("stemrun.supervisor")
 
@@ -41,6 +45,30 @@ class Debouncer:
         return code
 
 
+class ReloadFailures:
+    """`stem_config_reload_failures_total`: reloads refused since this supervisor started.
+
+    A prometheus_client collector that the supervisor's metrics endpoint serves beside the
+    store-wide series (docs/observability.md); the count lives in this process only.
+    """
+
+    NAME = "stem_config_reload_failures"
+    HELP = "Reloads refused: an invalid file, stores that do not open, handlers that do not import."
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def describe(self) -> list[Metric]:
+        """The family, for `?name[]=` filters."""
+        return self.collect()
+
+    def collect(self) -> list[Metric]:
+        """The counter now."""
+        from prometheus_client.core import CounterMetricFamily
+
+        return [CounterMetricFamily(self.NAME, self.HELP, value=self.count)]
+
+
 def read_validated(path: Path) -> tuple[Config, str] | None:
     """The config at `path` and the exact text it came from; None if it changed meanwhile.
 
@@ -56,18 +84,6 @@ def read_validated(path: Path) -> tuple[Config, str] | None:
     except (OSError, UnicodeDecodeError):
         return None
     return (config, before) if after == before else None
-
-
-def validated(path: Path) -> tuple[Config, str] | None:
-    """Like `read_validated`, but None after logging why the file cannot be used."""
-    try:
-        found = read_validated(path)
-    except ConfigError as exc:
-        log.error("%s is invalid; the running generation keeps going unchanged:\n%s", path, exc)
-        return None
-    if found is None:
-        log.info("%s changed while being read; waiting for the next save", path)
-    return found
 
 
 def watched_dirs(config_path: Path, code: bool) -> list[tuple[Path, bool]]:

@@ -21,9 +21,9 @@ from stemrun.brokers.base import Broker, Delivery
 from stemrun.clock import Clock, SystemClock
 from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
+from stemrun.outbox import Sweeper
 from stemrun.registry import Registry
 from stemrun.signing import verifier_for
-from stemrun.outbox import Sweeper
 from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
 from stemrun.supervision import claim_supervisor, supervisor_gone
@@ -47,6 +47,7 @@ IDLE_BLOCK_S = 0.05  # how long an idle worker waits in fetch for new work
 BUSY_POLL_S = 0.01  # how long a busy worker with free room waits for an outcome before fetching
 FULL_WAIT_S = 0.05  # how long a full worker waits for an outcome before its maintenance
 STORE_RETRY_S = 0.5  # pause after a store error before trying again
+SUPERVISOR_CHECK_S = 0.5  # how often a stopping worker under `stemrun up` checks its supervisor
 
 
 class Worker:
@@ -94,6 +95,7 @@ class Worker:
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._forced = threading.Event()
+        self._ended = threading.Event()  # run() has returned
         self._leases = Leases(self.broker, self._clock)
         self._sweeper = Sweeper(self.broker, self.backend)
         self._buffer: deque[str] = deque()
@@ -120,8 +122,9 @@ class Worker:
     def run(self) -> int:
         """Consume until stopped (or, with burst, until idle); returns the exit code.
 
-        0 after a clean (graceful) stop, 1 after a forced stop. Raises BrokerError/BackendError
-        only when the stores fail at start.
+        0 after a clean (graceful) stop, 1 after a forced stop: a second SIGTERM or SIGINT, or a
+        graceful stop still waiting for running tasks after the group's `shutdown_timeout`.
+        Raises BrokerError/BackendError only when the stores fail at start.
         """
         restore: Callable[[], None] = lambda: None  # noqa: E731
         if self._install_signals:
@@ -135,10 +138,13 @@ class Worker:
         pool.start()
         code = 1
         try:
+            threading.Thread(target=self._bound_stop, name="stemrun-stop", daemon=True).start()
             code = self._consume(pool)
         finally:
             pool.close(graceful=code == 0)
             self._finish(clean=code == 0)
+            self._ended.set()
+            self._stopping.set()  # lets `_bound_stop` see the end of a run that was not stopped
             restore()
         return code
 
@@ -149,6 +155,35 @@ class Worker:
         """
         (self._stopping if graceful else self._forced).set()
         self._events.put(Wake())
+
+    def _bound_stop(self) -> None:
+        """Force a graceful stop still waiting for running tasks after `shutdown_timeout`.
+
+        Under `stemrun up` the supervisor bounds the stop instead, for as long as it lives: a
+        worker a reload replaces drains without a bound, so no task runs twice because of a
+        reload (docs/supervisor.md).
+        """
+        self._stopping.wait()
+        while self._supervisor is not None and not supervisor_gone(self._supervisor):
+            if self._ended.wait(SUPERVISOR_CHECK_S):
+                return
+        if self._ended.is_set():
+            return
+        timeout_s = self.plan.shutdown_timeout_s
+        log.info(
+            "worker %s stopping: waiting up to %gs for running tasks (a second SIGTERM or "
+            "Ctrl-C forces the stop)",
+            self.name,
+            timeout_s,
+        )
+        if not self._ended.wait(timeout_s):
+            log.warning(
+                "worker %s: tasks still running after shutdown_timeout (%gs); forcing the stop, "
+                "they are redelivered after their visibility_timeout",
+                self.name,
+                timeout_s,
+            )
+            self.stop(graceful=False)
 
     @property
     def processed(self) -> int:

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stemrun.config.model import Config, PoolKind
+from stemrun.config.model import DEFAULT_SHUTDOWN_TIMEOUT_S, Config, PoolKind
 from stemrun.errors import UnknownQueue, UsageError
 
 POOLS: tuple[PoolKind, ...] = ("process", "thread", "async")
@@ -24,6 +24,7 @@ class Plan:
     pool: PoolKind
     prefetch_multiplier: int
     max_tasks_per_child: int | None = None
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
 
     @property
     def capacity(self) -> int:
@@ -62,6 +63,7 @@ def resolve(
         pool=chosen_pool,
         prefetch_multiplier=max(1, plan.prefetch_multiplier),
         max_tasks_per_child=plan.max_tasks_per_child,
+        shutdown_timeout_s=plan.shutdown_timeout_s,
     )
 
 
@@ -88,6 +90,7 @@ def _from_group(config: Config, group: str | None) -> Plan:
         pool=found.pool,
         prefetch_multiplier=found.prefetch_multiplier,
         max_tasks_per_child=found.max_tasks_per_child,
+        shutdown_timeout_s=found.shutdown_timeout_s,
     )
 
 
