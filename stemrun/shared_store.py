@@ -48,8 +48,13 @@ class _SqlWrite:
     def __init__(self, broker: SqlBroker[Any], backend: SqlBackend[Any]) -> None:
         self._broker = broker
         self._backend = backend
+        self._backend_tables = False
 
     def __call__(self, records: Sequence[StatusRecord], messages: Sequence[Message]) -> list[bool]:
+        if not self._backend_tables:  # a store creates its tables on its first connection
+            self._backend.ping()
+            self._backend_tables = True
+
         def write(conn: SqlConnection) -> list[bool]:
             created = self._backend.create_in(conn, records)
             fresh = [m for m, new in zip(messages, created, strict=True) if new]
