@@ -255,8 +255,12 @@ class Worker:
             self._settler.flush()
             self._metrics.flush(force=True)
             return True if pool.running() == 0 and not self._leases.held else None
-        fetched = self._fetch()
+        # Start first: the freed slots take the next buffered tasks in the same write as the
+        # outcomes that freed them; the fetch refills the buffer after.
         self._start(pool)
+        fetched = self._fetch()
+        if fetched and pool.free_slots():
+            self._start(pool)
         self._settler.flush()
         self._metrics.flush()
         if self.burst and not fetched and not self._leases.held and not self._settler.pending:
@@ -282,7 +286,6 @@ class Worker:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-        self._settler.flush()
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, Done):
@@ -331,16 +334,18 @@ class Worker:
     def _start(self, pool: Pool) -> None:
         batch, later = self._flow.gate(pool.free_slots(), self._take_startable)
         self._settler.add(later)
-        if not batch:
-            return
         now = self._clock.now()
         try:
-            results = self.backend.transition(
-                [running_transition(h, self.name, now) for h in batch]
+            results = self._settler.flush(
+                also=[running_transition(h, self.name, now) for h in batch]
             )
-        except BackendError:
+        except (BackendError, BrokerError):
+            # Not started: they start on a later round (a `running` write repeated by the same
+            # delivery changes nothing).
             self._buffer.extendleft(reversed([held.delivery.receipt for held in batch]))
             raise
+        if not batch:
+            return
         for held, accepted in zip(batch, results, strict=True):
             if not accepted and not self._may_run_fenced(held, now):
                 continue

@@ -54,17 +54,20 @@ def apply(
     broker: Broker,
     batch: Sequence[Settlement],
     then: Callable[[Sequence[Settlement]], None] | None = None,
-) -> list[Settlement]:
+    *,
+    also: Sequence[Transition] = (),
+) -> tuple[list[Settlement], list[bool]]:
     """Write a batch: transitions, `then(written)`, requeues and dead letters, then acks.
 
     `then` runs canvas continuations once the terminal states are durable and before any ack.
-    Returns the batch as written: a settlement whose transition was fenced out became an
-    `ignored` ack.
+    `also` are transitions written in the same backend call (the worker's next `running`
+    writes: one round trip for both). Returns the batch as written (a settlement whose transition
+    was fenced out became an `ignored` ack) and whether each of `also` was accepted.
 
     Raises BackendError / BrokerError; the caller may apply the same batch again (every write is
     fenced or keyed by the delivery's receipt, so repeating it changes nothing twice).
     """
-    written = _write_transitions(backend, batch)
+    written, also_accepted = _write_transitions(backend, batch, also)
     if then is not None:
         then(written)
     for item in written:
@@ -75,21 +78,25 @@ def apply(
     acks = [item.delivery for item in written if item.action == "ack"]
     if acks:
         broker.ack(acks)
-    return written
+    return written, also_accepted
 
 
-def _write_transitions(backend: ResultBackend, batch: Sequence[Settlement]) -> list[Settlement]:
+def _write_transitions(
+    backend: ResultBackend, batch: Sequence[Settlement], also: Sequence[Transition]
+) -> tuple[list[Settlement], list[bool]]:
     changing = [item for item in batch if item.transition is not None]
-    if not changing:
-        return list(batch)
-    accepted = backend.transition([item.transition for item in changing if item.transition])
+    if not changing and not also:
+        return list(batch), []
+    changes = [item.transition for item in changing if item.transition]
+    results = backend.transition([*changes, *also])
+    accepted, also_accepted = results[: len(changes)], results[len(changes) :]
     # A rejected delivery goes to the dead letters whether or not it has a record to fail.
     fenced = {
         id(item)
         for item, ok in zip(changing, accepted, strict=True)
         if not ok and item.event != "dead-lettered"
     }
-    return [_ignored(item) if id(item) in fenced else item for item in batch]
+    return [_ignored(item) if id(item) in fenced else item for item in batch], also_accepted
 
 
 def _ignored(item: Settlement) -> Settlement:

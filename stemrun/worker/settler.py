@@ -8,9 +8,10 @@ and only for the writes the store accepted (a stale owner's result counts nowher
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from stemrun.backends.base import ResultBackend
+from stemrun.backends.record import Transition
 from stemrun.brokers.base import Broker
 from stemrun.worker import report, settle
 from stemrun.worker.continuation import Continuations
@@ -69,15 +70,18 @@ class Settler:
             item = settle.unsuccessful(delivery, envelope, task, outcome, now, self._rng)
         self.add([item])
 
-    def flush(self) -> None:
-        """Write the pending settlements as one batch.
+    def flush(self, also: Sequence[Transition] = ()) -> list[bool]:
+        """Write the pending settlements as one batch, with `also` in the same backend call;
+        returns whether each of `also` was accepted.
 
         Raises BackendError / BrokerError; the batch then stays pending and is written again
         (every write in it is fenced or keyed by its receipt).
         """
         if not self._pending:
-            return
-        batch = settle.apply(self._backend, self._broker, self._pending, self._continuations.run)
+            return self._backend.transition(also) if also else []
+        batch, accepted = settle.apply(
+            self._backend, self._broker, self._pending, self._continuations.run, also=also
+        )
         self._pending = []
         self.processed += sum(item.event in _PROCESSED for item in batch)
         self.failed += sum(item.event in _FAILED for item in batch)
@@ -93,3 +97,4 @@ class Settler:
                 worker=self._worker,
                 detail=item.detail,
             )
+        return accepted
