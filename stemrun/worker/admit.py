@@ -32,19 +32,29 @@ def admit(
     """
     task_name, attempt = peek_task(delivery.body)
 
-    def reject(reason: DeadLetterReason, error: dict[str, str]) -> settle.Settlement:
-        return settle.reject(delivery, reason, error, task=task_name, attempt=attempt, now=now)
+    def reject(
+        reason: DeadLetterReason, error: dict[str, str], task_id: str | None = None
+    ) -> settle.Settlement:
+        return settle.reject(
+            delivery, reason, error, task=task_name, attempt=attempt, now=now, task_id=task_id
+        )
 
+    # Until the envelope decoded (and verified), nothing vouches for its id: a rejection then
+    # writes no status, so a forged message cannot fail the genuine task whose id it carries.
     try:
         envelope = decode(delivery.body, verifier)
     except SignatureInvalid as exc:
         return reject(DeadLetterReason.SIGNATURE_INVALID, error_of(exc))
     except DecodeError as exc:
         return reject(DeadLetterReason.DECODE_ERROR, error_of(exc))
+    if envelope.id != delivery.id:
+        message = f"the message's id {delivery.id!r} is not its envelope's id {envelope.id!r}"
+        return reject(DeadLetterReason.DECODE_ERROR, _error("DecodeError", message))
     task = config.tasks.get(envelope.task)
     if task is None:
         message = f"task {envelope.task!r} is not declared in stem.yaml (under `tasks:`)"
-        return reject(DeadLetterReason.UNREGISTERED_TASK, _error("TaskNotRegistered", message))
+        error = _error("TaskNotRegistered", message)
+        return reject(DeadLetterReason.UNREGISTERED_TASK, error, envelope.id)
     return Admitted(envelope, task)
 
 
@@ -73,6 +83,7 @@ def poison(held: Held, now: float) -> settle.Settlement:
         task=held.envelope.task,
         attempt=held.envelope.attempt,
         now=now,
+        task_id=held.envelope.id,
         fenced=False,
     )
 

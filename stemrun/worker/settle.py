@@ -218,25 +218,32 @@ def reject(
     task: str | None,
     attempt: int,
     now: float,
+    task_id: str | None,
     fenced: bool = True,
 ) -> Settlement:
-    """A delivery that must not run: dead-letter it and fail its status (if it has one).
+    """A delivery that must not run: dead-letter it, and fail the status of `task_id`.
 
+    `task_id` is the id a verified envelope vouches for; None (the body did not decode or verify)
+    writes no status at all, so a forged message cannot fail a genuine task that shares its id.
     `fenced=False` overrides the delivery fence: a poison attempt is failed for good although the
     dead delivery that started it last still owns it.
     """
     changes = {"error": error, "finished_at": now, "dead_letter_reason": str(reason)}
+    transition = None
+    if task_id is not None:
+        receipt = delivery.receipt if fenced else None
+        transition = Transition(
+            task_id=task_id,
+            attempt=attempt,
+            state=TaskState.FAILED,
+            changes=changes,
+            receipt=receipt,
+        )
     return Settlement(
         delivery=delivery,
         action="dead_letter",
         event="dead-lettered",
-        transition=Transition(
-            task_id=delivery.id,
-            attempt=attempt,
-            state=TaskState.FAILED,
-            changes=changes,
-            receipt=delivery.receipt if fenced else None,
-        ),
+        transition=transition,
         dead=_dead_letter(delivery, reason, task, attempt, error, now),
         task=task,
         attempt=attempt,

@@ -89,12 +89,12 @@ def edit(field_name: str, value: Any) -> Tamper:
 
 
 def assert_rejected(proj: SignedProject, task_id: str, why: str) -> None:
-    status = proj.run_json("status", task_id, "--json")
-    assert status["state"] == "failed", status
-    assert status["error"]["type"] == "SignatureInvalid"
-    assert why in status["error"]["message"]
-    assert status["dead_letter_reason"] == "signature-invalid"
-    assert proj.dead()[task_id]["reason"] == "signature-invalid"
+    dead = proj.dead()[task_id]
+    assert dead["reason"] == "signature-invalid"
+    assert dead["error"]["type"] == "SignatureInvalid"
+    assert why in dead["error"]["message"]
+    # Nothing vouched for the id: the status the genuine producer wrote is left alone.
+    assert proj.run_json("status", task_id, "--json")["state"] == "queued"
 
 
 def tamper_and_check(proj: SignedProject) -> None:
@@ -216,3 +216,24 @@ def test_validate_reports_incomplete_signing(signed: SignedProject) -> None:
 
     signed.keys = generated(signed)
     assert signed.run_json("validate", "--json")["signing_mode"] == "sign"
+
+
+def test_a_forged_message_never_touches_the_genuine_task_with_its_id(
+    signed: SignedProject,
+) -> None:
+    """An unsigned message carrying a genuine task's id is dead-lettered without writing that
+    task's status: the delayed genuine task still runs later, the queued one keeps its result."""
+    signed.keys = generated(signed)
+    delayed = signed.run("enqueue", "record", "-a", "n=1", "--countdown", "3s").stdout.strip()
+    queued = signed.run("enqueue", "record", "-a", "n=2").stdout.strip()
+    with signed.stem() as stem:
+        for task_id in (delayed, queued):
+            forged = Envelope(id=task_id, task="record", queue="default", args={"n": 666})
+            stem.broker.publish([Message(id=task_id, queue="default", body=encode(forged))])
+    signed.start("worker")
+    for task_id in (delayed, queued):
+        done = signed.run("status", task_id, "--wait", "--timeout", "30s", "--json")
+        assert done.returncode == 0, done.stdout + signed.logs()[-2000:]
+        assert json.loads(done.stdout)["state"] == "succeeded"
+    assert sorted(signed.ledger_lines()) == ["1", "2"], "the forged args ran"
+    assert {signed.dead()[i]["reason"] for i in (delayed, queued)} == {"signature-invalid"}
