@@ -101,11 +101,14 @@ class Broker(Store):
         consumer: str,
         lease_s: float,
         block_s: float = 0.0,
+        ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
         """Lease up to `limit` due messages, earlier queues first, higher priority first.
 
         Messages whose lease expired are delivered again (with `deliveries` incremented). Waits
-        up to `block_s` for something to become due when nothing is ready.
+        up to `block_s` for something to become due when nothing is ready. `ack` are acknowledged
+        first (as `ack` does), in the same round trip where the store allows: a worker sends the
+        acks of its settled tasks with its next fetch.
         """
 
     @abstractmethod

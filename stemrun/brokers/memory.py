@@ -150,8 +150,11 @@ class MemoryBroker(InProcessStore, Broker, DeadLetterAdmin, QueueMonitor):
         consumer: str,
         lease_s: float,
         block_s: float = 0.0,
+        ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
-        """Lease up to `limit` due messages, waiting up to `block_s` for one."""
+        """Lease up to `limit` due messages (`ack` first), waiting up to `block_s` for one."""
+        if ack:
+            self.ack(ack)
         deadline = time.monotonic() + block_s
         with self._cond:
             while True:

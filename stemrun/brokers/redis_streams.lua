@@ -97,10 +97,13 @@ wake_tallied(counts, order)
 return #order
 
 -- script: fetch
--- ARGV: ns, now, lease_until, limit, consumer, queue... Returns {next_due, then (queue, member,
--- id, body) per delivery}; next_due (the earliest eta or lease deadline, '' for none) is only
--- looked up when nothing was leased.
+-- ARGV: ns, now, lease_until, limit, consumer, n, then n (queue, member) pairs to acknowledge
+-- first (as `ack`), then queue... Returns {next_due, then (queue, member, id, body) per
+-- delivery}; next_due (the earliest eta or lease deadline, '' for none) is only looked up when
+-- nothing was leased.
 local lease_until, remaining, consumer = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local first_queue = 7 + 2 * tonumber(ARGV[6])
+for i = 7, first_queue - 1, 2 do take(ARGV[i], ARGV[i + 1]) end
 local out = {""}
 
 local function lease(queue, priority, entry, deliveries, fields)
@@ -173,7 +176,7 @@ end
 
 local function next_due()
   local due = nil
-  for i = 6, #ARGV do
+  for i = first_queue, #ARGV do
     for _, key in ipairs({delayed_key(ARGV[i]), leases_key(ARGV[i])}) do
       local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
       if first[2] and (due == nil or tonumber(first[2]) < tonumber(due)) then due = first[2] end
@@ -182,7 +185,7 @@ local function next_due()
   return due or ""
 end
 
-for i = 6, #ARGV do
+for i = first_queue, #ARGV do
   if remaining <= 0 then break end
   fetch_queue(ARGV[i])
 end

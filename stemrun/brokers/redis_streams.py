@@ -99,14 +99,18 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
         consumer: str,
         lease_s: float,
         block_s: float = 0.0,
+        ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
-        """Lease up to `limit` due messages, waiting up to `block_s`; raises BrokerError."""
+        """Acknowledge `ack`, then lease up to `limit` due messages, in one script call; waits
+        up to `block_s`. Raises BrokerError."""
         if limit <= 0 or not queues:
+            self.ack(ack)
             return []
         self._consumed.setdefault(consumer, set()).update(queues)
         deadline = time.monotonic() + block_s
         while True:
-            found, next_due = self._lease(queues, limit, consumer, lease_s)
+            found, next_due = self._lease(queues, limit, consumer, lease_s, ack)
+            ack = ()
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
@@ -116,10 +120,18 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
             self._wait_for_work(queues, wait)
 
     def _lease(
-        self, queues: Sequence[str], limit: int, consumer: str, lease_s: float
+        self,
+        queues: Sequence[str],
+        limit: int,
+        consumer: str,
+        lease_s: float,
+        ack: Sequence[Delivery],
     ) -> tuple[list[Delivery], float | None]:
         now = self.clock.now()
-        args = [repr(now), repr(now + lease_s), limit, consumer, *queues]
+        args: list[Any] = [repr(now), repr(now + lease_s), limit, consumer, len(ack)]
+        for d in ack:
+            args += [d.queue, _member(d)]
+        args += queues
         reply = self._run("fetch", args, "fetch")
         found = [
             _delivery(reply[i].decode(), reply[i + 1].decode(), reply[i + 2], reply[i + 3])

@@ -75,8 +75,12 @@ class SqlBroker(SqlStore[DbT], Broker, DeadLetterAdmin, QueueMonitor):
         consumer: str,
         lease_s: float,
         block_s: float = 0.0,
+        ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
-        """Lease up to `limit` due messages, waiting up to `block_s`; raises BrokerError."""
+        """Lease up to `limit` due messages (`ack` first), waiting up to `block_s`; raises
+        BrokerError."""
+        if ack:
+            self.ack(ack)
         deadline = time.monotonic() + block_s
         if block_s > 0:
             self._watch()  # before looking, so a publish right after the look still wakes us

@@ -253,6 +253,7 @@ class Worker:
         if self._stopping.is_set():
             self._release_buffer()
             self._settler.flush()
+            self._settler.send_acks()
             self._metrics.flush(force=True)
             return True if pool.running() == 0 and not self._leases.held else None
         # Start first: the freed slots take the next buffered tasks in the same write as the
@@ -262,6 +263,7 @@ class Worker:
         if fetched and pool.free_slots():
             self._start(pool)
         self._settler.flush()
+        self._settler.send_acks()
         self._metrics.flush()
         if self.burst and not fetched and not self._leases.held and not self._settler.pending:
             return True
@@ -311,9 +313,14 @@ class Worker:
         if not queues:
             self._stopping.wait(block)  # every queue is paused: idle as a blocking fetch would
             return False
-        deliveries = self.broker.fetch(
-            queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block
-        )
+        acks = self._settler.take_acks()  # sent in the fetch's round trip
+        try:
+            deliveries = self.broker.fetch(
+                queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block, ack=acks
+            )
+        except BrokerError:
+            self._settler.restore_acks(acks)
+            raise
         admitted: list[Held] = []
         now = self._clock.now()
         for delivery in deliveries:

@@ -56,13 +56,17 @@ def apply(
     then: Callable[[Sequence[Settlement]], None] | None = None,
     *,
     also: Sequence[Transition] = (),
+    deferred_acks: list[Delivery] | None = None,
 ) -> tuple[list[Settlement], list[bool]]:
     """Write a batch: transitions, `then(written)`, requeues and dead letters, then acks.
 
     `then` runs canvas continuations once the terminal states are durable and before any ack.
     `also` are transitions written in the same backend call (the worker's next `running`
-    writes: one round trip for both). Returns the batch as written (a settlement whose transition
-    was fenced out became an `ignored` ack) and whether each of `also` was accepted.
+    writes: one round trip for both). With `deferred_acks`, the acks are appended there instead
+    of sent: the worker sends them with its next fetch (an ack only removes a message whose
+    outcome is already durable, so sending it later is safe). Returns the batch as written (a
+    settlement whose transition was fenced out became an `ignored` ack) and whether each of
+    `also` was accepted.
 
     Raises BackendError / BrokerError; the caller may apply the same batch again (every write is
     fenced or keyed by the delivery's receipt, so repeating it changes nothing twice).
@@ -76,7 +80,9 @@ def apply(
         elif item.action == "dead_letter" and item.dead is not None:
             broker.dead_letter(item.delivery, item.dead)
     acks = [item.delivery for item in written if item.action == "ack"]
-    if acks:
+    if deferred_acks is not None:
+        deferred_acks.extend(acks)
+    elif acks:
         broker.ack(acks)
     return written, also_accepted
 

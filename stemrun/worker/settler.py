@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from stemrun.backends.base import ResultBackend
 from stemrun.backends.record import Transition
-from stemrun.brokers.base import Broker
+from stemrun.brokers.base import Broker, Delivery
 from stemrun.worker import report, settle
 from stemrun.worker.continuation import Continuations
 from stemrun.worker.execute import Outcome
@@ -45,6 +45,7 @@ class Settler:
         self._flow = flow
         self._metrics = metrics
         self._pending: list[settle.Settlement] = []
+        self._acks: list[Delivery] = []  # written outcomes whose messages await their ack
         self._rng = random.Random()  # retry jitter
         self.processed = 0
         self.failed = 0
@@ -53,6 +54,26 @@ class Settler:
     def pending(self) -> bool:
         """Whether settlements wait for the next flush."""
         return bool(self._pending)
+
+    def take_acks(self) -> list[Delivery]:
+        """The acks to send (with the next fetch); `restore_acks` them if that fails."""
+        acks, self._acks = self._acks, []
+        return acks
+
+    def restore_acks(self, acks: Sequence[Delivery]) -> None:
+        """Keep acks whose sending failed, to send them again."""
+        self._acks[:0] = acks
+
+    def send_acks(self) -> None:
+        """Send the acks no fetch took. Raises BrokerError (they are kept)."""
+        acks = self.take_acks()
+        if not acks:
+            return
+        try:
+            self._broker.ack(acks)
+        except BaseException:
+            self.restore_acks(acks)
+            raise
 
     def add(self, items: Iterable[settle.Settlement]) -> None:
         """Keep settlements for the next flush."""
@@ -80,7 +101,12 @@ class Settler:
         if not self._pending:
             return self._backend.transition(also) if also else []
         batch, accepted = settle.apply(
-            self._backend, self._broker, self._pending, self._continuations.run, also=also
+            self._backend,
+            self._broker,
+            self._pending,
+            self._continuations.run,
+            also=also,
+            deferred_acks=self._acks,
         )
         self._pending = []
         self.processed += sum(item.event in _PROCESSED for item in batch)

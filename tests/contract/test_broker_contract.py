@@ -312,3 +312,13 @@ def test_blocking_fetch_wakes_when_a_delayed_message_is_due(
 def test_blocking_fetch_gives_up_after_block_s(broker: Broker) -> None:
     broker.publish([msg("elsewhere", "other")])
     assert broker.fetch(["q"], 1, consumer="c", lease_s=LEASE_S, block_s=0.05) == []
+
+
+def test_fetch_acknowledges_what_it_is_given_first(broker: Broker) -> None:
+    broker.publish([Message(id="a", queue="q", body=b"A"), Message(id="b", queue="q", body=b"B")])
+    [first] = broker.fetch(["q"], 1, consumer="c", lease_s=30)
+    [second] = broker.fetch(["q"], 1, consumer="c", lease_s=30, ack=[first])
+    assert second.id != first.id
+    # The acknowledged message is gone: a stale second ack of it changes nothing.
+    assert broker.ack([first]) == [False]
+    assert broker.ack([second]) == [True]
