@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stemrun.backends.base import ResultBackend
 from stemrun.backends.record import StatusRecord
 from stemrun.backends.sql import SqlBackend
-from stemrun.brokers.base import Broker, Message
+from stemrun.brokers.base import Broker, Delivery, Message
 from stemrun.brokers.sql import SqlBroker
 from stemrun.sql_db import SqlConnection
 from stemrun.stores import kind_of
@@ -24,21 +24,42 @@ if TYPE_CHECKING:
 
 #: Creates records and publishes the messages of the new ones in one write; True where new.
 SingleWrite = Callable[[Sequence[StatusRecord], Sequence[Message]], list[bool]]
+#: `Broker.fetch`, or one that also reads the fetched tasks' status records for the backend.
+Fetch = Callable[..., list[Delivery]]
 
 
 def single_write(broker: Broker, backend: ResultBackend) -> SingleWrite | None:
     """The one-write enqueue of this pair, or None when they are not one store."""
-    if (broker.url, broker.base_dir) != (backend.url, backend.base_dir):
+    if not _one_store(broker, backend):
         return None
     if isinstance(broker, SqlBroker) and isinstance(backend, SqlBackend):
         return _SqlWrite(broker, backend)
-    kind = kind_of(broker.url)
-    if kind is not None and kind.name == "Redis":
-        from stemrun.backends.redis import RedisBackend
-        from stemrun.brokers.redis_streams import RedisStreamsBroker
+    redis = _redis_pair(broker, backend)
+    return None if redis is None else _RedisWrite(*redis)
 
-        if isinstance(broker, RedisStreamsBroker) and isinstance(backend, RedisBackend):
-            return _RedisWrite(broker, backend)
+
+def fetch_for(broker: Broker, backend: ResultBackend) -> Fetch:
+    """The worker's fetch: on one Redis, it also reads the fetched tasks' status records, so
+    their `running` writes need no read of their own; elsewhere `broker.fetch`."""
+    redis = _redis_pair(broker, backend) if _one_store(broker, backend) else None
+    return broker.fetch if redis is None else _RedisFetch(*redis)
+
+
+def _one_store(broker: Broker, backend: ResultBackend) -> bool:
+    return (broker.url, broker.base_dir) == (backend.url, backend.base_dir)
+
+
+def _redis_pair(
+    broker: Broker, backend: ResultBackend
+) -> tuple[RedisStreamsBroker, RedisBackend] | None:
+    kind = kind_of(broker.url)
+    if kind is None or kind.name != "Redis":
+        return None
+    from stemrun.backends.redis import RedisBackend
+    from stemrun.brokers.redis_streams import RedisStreamsBroker
+
+    if isinstance(broker, RedisStreamsBroker) and isinstance(backend, RedisBackend):
+        return broker, backend
     return None
 
 
@@ -90,6 +111,22 @@ class _RedisWrite:
             args += [*row, *message]
         created = self._broker.run_script(self._script, keys, args, "enqueue")
         return [bool(x) for x in created]
+
+
+class _RedisFetch:
+    """`Broker.fetch` that hands the status records it read to the backend's write cache."""
+
+    def __init__(self, broker: RedisStreamsBroker, backend: RedisBackend) -> None:
+        self._broker = broker
+        self._backend = backend
+
+    def __call__(self, queues: Sequence[str], limit: int, **options: Any) -> list[Delivery]:
+        found = self._broker.fetch_peeking(
+            queues, limit, peek=self._backend.status_prefix, **options
+        )
+        rows = {delivery.id: peeked for delivery, peeked in found}
+        self._backend.remember_read(rows, self._broker.clock.now())
+        return [delivery for delivery, _ in found]
 
 
 def _section(filename: str) -> str:

@@ -141,13 +141,17 @@ class RedisBackend(ResultBackend, Telemetry, Chords, FlowControl, Outbox):
             for task_id in task_ids:
                 pipe.hmget(self._key(task_id), "d", "x", "v")
             rows = pipe.execute()
-        current: Current = {}
-        for task_id, (data, expires_at, version) in zip(task_ids, rows, strict=True):
-            if data is None or (expires_at and float(expires_at) < now):
-                current[task_id] = (None, "")
-            else:
-                current[task_id] = (decode_record(data), version.decode())
-        return current
+        return _decoded(task_ids, rows, now)
+
+    @property
+    def status_prefix(self) -> str:
+        """The key prefix of status records (a broker on this Redis reads them while fetching)."""
+        return self._key("")
+
+    def remember_read(self, rows: Mapping[str, Sequence[bytes | None]], now: float) -> None:
+        """Keep records read elsewhere (their fields d, x, v, by id) for the next fenced write,
+        which then needs no read of its own; a record changed since only costs a retry."""
+        self._written.remember(_decoded(list(rows), list(rows.values()), now))
 
     def transition(self, changes: Sequence[Transition]) -> list[bool]:
         """Apply fenced transitions (compare-and-set, retried on contention).
@@ -404,3 +408,14 @@ def _glob_escape(text: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _decoded(task_ids: Sequence[str], rows: Sequence[Sequence[Any]], now: float) -> Current:
+    """Records and versions from their fields d, x, v (None or b'' for a missing field)."""
+    current: Current = {}
+    for task_id, (data, expires_at, version) in zip(task_ids, rows, strict=True):
+        if not data or (expires_at and float(expires_at) < now):
+            current[task_id] = (None, "")
+        else:
+            current[task_id] = (decode_record(data), version.decode())
+    return current

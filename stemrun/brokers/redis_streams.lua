@@ -97,13 +97,15 @@ wake_tallied(counts, order)
 return #order
 
 -- script: fetch
--- ARGV: ns, now, lease_until, limit, consumer, n, then n (queue, member) pairs to acknowledge
--- first (as `ack`), then queue... Returns {next_due, then (queue, member, id, body) per
--- delivery}; next_due (the earliest eta or lease deadline, '' for none) is only looked up when
--- nothing was leased.
-local lease_until, remaining, consumer = ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local first_queue = 7 + 2 * tonumber(ARGV[6])
-for i = 7, first_queue - 1, 2 do take(ARGV[i], ARGV[i + 1]) end
+-- ARGV: ns, now, lease_until, limit, consumer, peek prefix, n, then n (queue, member) pairs to
+-- acknowledge first (as `ack`), then queue... Returns {next_due, then (queue, member, id, body)
+-- per delivery, followed by the fields d, x, v of the hash `{peek prefix}{id}` when the prefix is
+-- not ''}; next_due (the earliest eta or lease deadline, '' for none) is only looked up when
+-- nothing was leased. (A result backend on the same Redis peeks at the status records this way,
+-- so the worker's `running` writes need no read of their own.)
+local lease_until, remaining, consumer, peek = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local first_queue = 8 + 2 * tonumber(ARGV[7])
+for i = 8, first_queue - 1, 2 do take(ARGV[i], ARGV[i + 1]) end
 local out = {""}
 
 local function lease(queue, priority, entry, deliveries, fields)
@@ -114,6 +116,12 @@ local function lease(queue, priority, entry, deliveries, fields)
   out[#out + 1] = member
   out[#out + 1] = fields[2]
   out[#out + 1] = fields[4]
+  if peek ~= "" then
+    local d, x, v = unpack(redis.call("HMGET", peek .. fields[2], "d", "x", "v"))
+    out[#out + 1] = d or ""
+    out[#out + 1] = x or ""
+    out[#out + 1] = v or ""
+  end
   remaining = remaining - 1
 end
 

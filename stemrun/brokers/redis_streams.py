@@ -38,6 +38,8 @@ WAKE_POLL_S = 0.1
 #: Shortest wait worth a BLPOP (its timeout 0 would mean forever).
 MIN_WAIT_S = 0.002
 PRIORITIES = range(10)
+#: The peeked hash fields of a delivery (empty when nothing was peeked).
+Peeked = tuple[bytes, ...]
 _PURGE_BATCH = 1000
 
 
@@ -103,13 +105,31 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
     ) -> list[Delivery]:
         """Acknowledge `ack`, then lease up to `limit` due messages, in one script call; waits
         up to `block_s`. Raises BrokerError."""
+        found = self.fetch_peeking(
+            queues, limit, consumer=consumer, lease_s=lease_s, block_s=block_s, ack=ack
+        )
+        return [delivery for delivery, _ in found]
+
+    def fetch_peeking(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        consumer: str,
+        lease_s: float,
+        block_s: float = 0.0,
+        ack: Sequence[Delivery] = (),
+        peek: str = "",
+    ) -> list[tuple[Delivery, Peeked]]:
+        """`fetch`, also reading the fields d, x and v of the hash `{peek}{id}` of each delivery
+        in the same script call (a result backend sharing this Redis reads its records so)."""
         if limit <= 0 or not queues:
             self.ack(ack)
             return []
         self._consumed.setdefault(consumer, set()).update(queues)
         deadline = time.monotonic() + block_s
         while True:
-            found, next_due = self._lease(queues, limit, consumer, lease_s, ack)
+            found, next_due = self._lease(queues, limit, consumer, lease_s, ack, peek)
             ack = ()
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
@@ -126,16 +146,21 @@ class RedisStreamsBroker(Broker, DeadLetterAdmin, QueueMonitor):
         consumer: str,
         lease_s: float,
         ack: Sequence[Delivery],
-    ) -> tuple[list[Delivery], float | None]:
+        peek: str,
+    ) -> tuple[list[tuple[Delivery, Peeked]], float | None]:
         now = self.clock.now()
-        args: list[Any] = [repr(now), repr(now + lease_s), limit, consumer, len(ack)]
+        args: list[Any] = [repr(now), repr(now + lease_s), limit, consumer, peek, len(ack)]
         for d in ack:
             args += [d.queue, _member(d)]
         args += queues
         reply = self._run("fetch", args, "fetch")
+        step = 7 if peek else 4
         found = [
-            _delivery(reply[i].decode(), reply[i + 1].decode(), reply[i + 2], reply[i + 3])
-            for i in range(1, len(reply), 4)
+            (
+                _delivery(reply[i].decode(), reply[i + 1].decode(), reply[i + 2], reply[i + 3]),
+                tuple(reply[i + 4 : i + step]),
+            )
+            for i in range(1, len(reply), step)
         ]
         return found, float(reply[0]) if reply[0] else None
 

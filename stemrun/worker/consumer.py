@@ -23,6 +23,7 @@ from stemrun.config.model import Config, PoolKind
 from stemrun.errors import BackendError, BrokerError, UsageError
 from stemrun.outbox import Sweeper
 from stemrun.registry import Registry
+from stemrun.shared_store import fetch_for
 from stemrun.signing import verifier_for
 from stemrun.store_base import require
 from stemrun.stores import backend_for, broker_for
@@ -98,6 +99,7 @@ class Worker:
         self._ended = threading.Event()  # run() has returned
         self._leases = Leases(self.broker, self._clock)
         self._sweeper = Sweeper(self.broker, self.backend)
+        self._fetch_from_broker = fetch_for(self.broker, self.backend)
         self._buffer: deque[str] = deque()
         flow = require(self.backend, FlowControl)
         self._flow = FlowGate(config, flow, self._clock, self._leases, self._buffer)
@@ -315,7 +317,7 @@ class Worker:
             return False
         acks = self._settler.take_acks()  # sent in the fetch's round trip
         try:
-            deliveries = self.broker.fetch(
+            deliveries = self._fetch_from_broker(
                 queues, room, consumer=self.name, lease_s=FETCH_LEASE_S, block_s=block, ack=acks
             )
         except BrokerError:
