@@ -32,6 +32,9 @@ command that loads the file exits 2 on them.
   variable. Where the schema expects a number or boolean, an interpolated value that reads as one
   is converted.
 - **Durations** are a number of seconds or a string: `250ms`, `10s`, `5m`, `2h`, `1d`.
+- **Sizes** are a whole number of bytes or a whole number with a unit, without a space: `B`,
+  `KiB`/`MiB`/`GiB` (powers of 1024) or `KB`/`MB`/`GB` (powers of 1000): `512KiB`, `1MiB`, `2MB`.
+  Other spellings (`1mb`, `1 MiB`, `1.5MiB`) are errors.
 - **Relative paths** (SQLite files, TLS certificates) resolve against the directory of stem.yaml.
 - **Precedence**: command-line flag > `STEM_*` environment variable > stem.yaml > default.
   `STEM_CONFIG` names the file (default `./stem.yaml`).
@@ -46,6 +49,7 @@ command that loads the file exits 2 on them.
 | `STEM_DEFAULT_QUEUE` | `default_queue` |
 | `STEM_PREFETCH_MULTIPLIER` | `prefetch_multiplier` |
 | `STEM_DEFAULT_MAX_RETRIES` | `default_max_retries` |
+| `STEM_LIMITS_MAX_PAYLOAD` | `limits.max_payload` (a size: `8MiB` or bytes) |
 | `STEM_SIGNING_ALGORITHM` | `signing.algorithm` |
 | `STEM_SIGNING_KEYS` | `signing.keys` as `id:base64,id2:base64` |
 | `STEM_SIGNING_ACTIVE_KEY` | `signing.active_key` |

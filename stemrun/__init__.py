@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from stemrun.enqueue import EnqueueOptions
     from stemrun.errors import (
         ConfigError,
+        PayloadTooLarge,
         SigningConfigError,
         SoftTimeLimitExceeded,
         StemrunError,
@@ -35,6 +36,7 @@ _HOMES = {
     "ConfigError": "stemrun.errors",
     "EnqueueOptions": "stemrun.enqueue",
     "Group": "stemrun.canvas",
+    "PayloadTooLarge": "stemrun.errors",
     "Signature": "stemrun.canvas",
     "SigningConfigError": "stemrun.errors",
     "SoftTimeLimitExceeded": "stemrun.errors",
@@ -56,6 +58,7 @@ __all__ = [
     "ConfigError",
     "EnqueueOptions",
     "Group",
+    "PayloadTooLarge",
     "Signature",
     "SigningConfigError",
     "SoftTimeLimitExceeded",

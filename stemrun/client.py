@@ -127,7 +127,8 @@ class Stem:
         `link` is enqueued when the task succeeds (with its result as `previous`), `link_error`
         when it fails for good (with `error` and `task_id`); both as `{id}.link[_error]`.
 
-        Raises TaskNotRegistered, UnknownQueue or UsageError for bad input and SigningConfigError
+        Raises TaskNotRegistered, UnknownQueue, PayloadTooLarge (args over the task's
+        `limits.max_payload`) or UsageError for bad input and SigningConfigError
         when signing is on but this config cannot sign (nothing published in either case),
         BrokerError/BackendError when a store fails.
         """
@@ -158,7 +159,10 @@ class Stem:
         signer = self._signer_or_refuse()
         now = self.clock.now()
         envelopes = [self._build(item[0], item[1], options_of(item), now) for item in items]
-        messages = [message_of(env, signer) for env in envelopes]
+        messages = [
+            message_of(env, signer, max_payload=self.registry.task(env.task).max_payload)
+            for env in envelopes
+        ]
         # Unique keys are claimed before anything is written: a duplicate publishes nothing.
         uniques = self._uniques(envelopes)
         has_unique = any(spec for spec, _ in uniques)

@@ -14,11 +14,16 @@ from typing import Any
 from stemrun.backends.record import StatusRecord
 from stemrun.brokers.base import Message
 from stemrun.config.model import Config, TaskConfig
+from stemrun.config.size import format_size
 from stemrun.envelope import Envelope, Signer, encode
-from stemrun.errors import UnknownQueue, UsageError
+from stemrun.errors import PayloadTooLarge, UnknownQueue, UsageError
 from stemrun.state import TaskState
 
 When = float | datetime  # epoch seconds or an aware datetime
+
+#: What a stored message may grow by after its enqueue: the attempt, due time and rate-limit
+#: slot a retry, replay or rate limit rewrites. A worker allows it on top of every limit.
+DELIVERY_ALLOWANCE = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,10 +108,12 @@ def queued_record(env: Envelope) -> StatusRecord:
     )
 
 
-def message_of(env: Envelope, signer: Signer | None = None) -> Message:
-    """The envelope encoded (and signed) for the broker.
+def message_of(env: Envelope, signer: Signer | None, *, max_payload: int) -> Message:
+    """The envelope encoded (and signed) for the broker, at most `max_payload` bytes.
 
-    Raises UsageError when its args or headers are not JSON-serialisable.
+    Every enqueue passes here, so this is where the payload limit holds (docs/configuration.md).
+    Raises UsageError when its args or headers are not JSON-serialisable, PayloadTooLarge when
+    the encoded message is larger than `max_payload`.
     """
     try:
         body = encode(env, signer)
@@ -114,7 +121,32 @@ def message_of(env: Envelope, signer: Signer | None = None) -> Message:
         raise UsageError(
             f"args and headers of task {env.task!r} must be JSON-serialisable: {exc}"
         ) from exc
+    if len(body) > max_payload:
+        raise _too_large(env.task, len(body), max_payload)
     return Message(id=env.id, queue=env.queue, body=body, priority=env.priority, eta=env.eta)
+
+
+def _too_large(task: str, size: int, limit: int) -> PayloadTooLarge:
+    message = (
+        f"task {task!r}: its message encodes to {format_size(size)} ({size} bytes), over its "
+        f"limit of {format_size(limit)} (limits.max_payload); pass large data by reference "
+        f"(a path, URL or object key), or raise tasks.{task}.limits.max_payload in stem.yaml"
+    )
+    return PayloadTooLarge(message, task=task, size=size, limit=limit)
+
+
+def oversized(body: bytes, config: Config) -> str | None:
+    """Why a stored message is too large for every task of `config`; None when it may fit one.
+
+    Measured on the raw bytes, so a worker can refuse a message before parsing any of it.
+    """
+    ceiling = config.largest_max_payload()
+    if len(body) <= ceiling + DELIVERY_ALLOWANCE:
+        return None
+    return (
+        f"the message is {format_size(len(body))} ({len(body)} bytes), larger than the "
+        f"largest limits.max_payload of any task ({format_size(ceiling)}); it was not decoded"
+    )
 
 
 def _json_object(value: Mapping[str, Any], what: str) -> dict[str, Any]:

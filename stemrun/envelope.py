@@ -15,6 +15,8 @@ worker holding only a public key can retry a task without re-signing it.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +24,11 @@ from typing import Any
 from stemrun.errors import DecodeError
 
 WIRE_VERSION = 1
+_SHOWN_KEY_ID_CHARS = 40
+
+log = logging.getLogger("stemrun.signing")
+#: Set once a worker without a verifier has warned about a signed message.
+_ignored_signature = threading.Event()
 
 #: Signs the core bytes; returns (key_id, signature). Provided by stemrun.signing.
 Signer = Callable[[bytes], tuple[str, str]]
@@ -103,12 +110,15 @@ def with_delivery(raw: bytes, *, attempt: int, eta: float | None) -> bytes:
 def decode(raw: bytes, verifier: Verifier | None = None) -> Envelope:
     """Decode bytes into an envelope, verifying the signature first when a verifier is given.
 
+    Without a verifier (a worker without signing), the first signed envelope logs a warning.
     Raises DecodeError for malformed input and SignatureInvalid for a bad signature.
     """
     outer = _outer(raw)
     core_text = outer["core"]
     if verifier is not None:
         verifier(core_text.encode(), outer.get("kid"), outer.get("sig"))
+    elif outer.get("sig") is not None:
+        _warn_ignored_signature(outer.get("kid"))
     try:
         core = json.loads(core_text)
         return Envelope(
@@ -130,6 +140,22 @@ def decode(raw: bytes, verifier: Verifier | None = None) -> Envelope:
         raise DecodeError(f"malformed envelope core: {exc!r}") from exc
 
 
+def _warn_ignored_signature(key_id: object) -> None:
+    """Say once per process that signatures arrive but nothing checks them (docs/security.md)."""
+    if _ignored_signature.is_set():
+        return
+    _ignored_signature.set()
+    # The key id comes from the message: shown, but never at length.
+    shown = repr(key_id)[:_SHOWN_KEY_ID_CHARS]
+    log.warning(
+        "received a signed message (key id %s) but this worker has no signing configured, so "
+        "it runs signed and unsigned messages alike without checking any signature; configure "
+        'the same signing keys on workers as on producers (docs/security.md, "Warnings"). '
+        "Said once per process.",
+        shown,
+    )
+
+
 def peek_task(raw: bytes) -> tuple[str | None, int]:
     """Best-effort (task name, attempt) of an envelope that may be undecodable, for dead letters."""
     try:
@@ -142,8 +168,18 @@ def peek_task(raw: bytes) -> tuple[str | None, int]:
 
 def _outer(raw: bytes) -> dict[str, Any]:
     try:
-        outer = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # The wire is UTF-8: json.loads would guess UTF-16 or -32 from a binary body's first
+        # bytes and report that codec's failure instead.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise DecodeError(
+            f"envelope is not UTF-8 text (byte 0x{byte:02x} at offset {exc.start}): "
+            "a stemrun envelope is UTF-8 JSON"
+        ) from exc
+    try:
+        outer = json.loads(text)
+    except ValueError as exc:
         raise DecodeError(f"envelope is not JSON: {exc}") from exc
     if not isinstance(outer, dict) or outer.get("v") != WIRE_VERSION:
         raise DecodeError(f"unsupported envelope version: expected {WIRE_VERSION}")

@@ -41,6 +41,19 @@ class UnknownQueue(UsageError):
     """The queue is not declared in stem.yaml."""
 
 
+class PayloadTooLarge(UsageError):
+    """A task's encoded message is larger than its `limits.max_payload`; nothing was stored.
+
+    `task` names the task, `size` and `limit` are in bytes.
+    """
+
+    def __init__(self, message: str, *, task: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.task = task
+        self.size = size
+        self.limit = limit
+
+
 class BrokerError(StemrunError):
     """The broker failed to do what was asked."""
 

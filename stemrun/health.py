@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from stemrun.config.insecure import insecure_tls, uses_tls
 from stemrun.config.model import Config, TlsConfig
+from stemrun.config.problem import format_path
 from stemrun.errors import StemrunError, UsageError
 from stemrun.stores import expected_schemes, kind_of, open_store, options_for
-from stemrun.tls import INSECURE_HINT, handshake_warning, tls_failure_reason
+from stemrun.tls import (
+    INSECURE_HINT,
+    handshake_warning,
+    require_tls_files,
+    tls_failure_reason,
+)
 from stemrun.url import mask_url, scheme_of
 
 logger = logging.getLogger("stemrun.health")
@@ -94,6 +101,18 @@ def targets(config: Config, broker: str | None = None, backend: str | None = Non
                 f"(expected {expected_schemes()})"
             )
     return [Target(role=role, url=urls[role]) for role in ROLES]
+
+
+def check_tls_files(config: Config, items: Sequence[Target]) -> None:
+    """Raises ConfigError naming each missing tls file, when a store checked would use them."""
+    if any(uses_tls(item.url, config.tls) for item in items):
+        require_tls_files(config.tls)
+
+
+def warnings(config: Config, items: Sequence[Target]) -> list[str]:
+    """What weakens the connections checked: `allow_insecure` on a TLS store (docs/tls.md)."""
+    insecure = insecure_tls(config.tls, {item.role: item.url for item in items})
+    return [f"{format_path(insecure.path)}: {insecure.message}"] if insecure else []
 
 
 def check(config: Config, items: Sequence[Target], timeout_s: float = DEFAULT_TIMEOUT_S) -> Report:

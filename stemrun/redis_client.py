@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,14 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from stemrun.errors import StemrunError
-from stemrun.tls import handshake_warning, looks_like_tls_failure, redis_kwargs
+from stemrun.tls import (
+    NOT_TLS,
+    handshake_warning,
+    looks_like_tls_failure,
+    redis_kwargs,
+    require_tls_files,
+    tls_failure_reason,
+)
 from stemrun.url import scheme_of
 
 if TYPE_CHECKING:
@@ -44,6 +52,8 @@ HEALTH_CHECK_INTERVAL_S = 15
 #: most 0.5 s), about 1 s in all; then the role's Unavailable error is raised so callers (the
 #: worker loop retries every 0.5 s) never hang on a dead server.
 RETRIES = 4
+#: How long the plain-text PING that explains a timed-out TLS handshake may take.
+PLAIN_PROBE_TIMEOUT_S = 1.0
 
 _SCRIPT_HEADER = re.compile(r"^-- script: (\w+)[ \t]*$", re.MULTILINE)
 _warned: set[tuple[str, str]] = set()
@@ -67,6 +77,9 @@ class Endpoint:
         Raises the store's error for a malformed URL or refused credentials, its unavailable
         error when the server cannot be reached (a TLS handshake failure also logs one warning).
         """
+        if scheme_of(self.store.url) == "rediss":
+            # Else a missing file reads "Error 2 connecting ... No such file": "unreachable".
+            require_tls_files(self.store.tls)
         try:
             _check_db(self.store.url)
             client = redis.Redis.from_url(self.store.url, **self._options())
@@ -131,7 +144,12 @@ class Endpoint:
         """The handshake warning (docs/tls.md), logged once per process, component and address."""
         parts = urlsplit(self.store.url)
         host, port = parts.hostname or "localhost", parts.port or 6379
-        text = handshake_warning(self.store.role, host, port, self.store.tls, exc)
+        reason: object = exc
+        if "timed out" in (tls_failure_reason(exc) or "") and _answers_plain_ping(host, port):
+            # A plain-text Redis waits for the end of a command line that a TLS hello never
+            # sends, so the handshake times out instead of failing.
+            reason = f"{NOT_TLS} (it answered a plain-text PING)"
+        text = handshake_warning(self.store.role, host, port, self.store.tls, reason)
         key = (self.store.role, f"{host}:{port}")
         with _warned_lock:
             first = key not in _warned
@@ -139,6 +157,18 @@ class Endpoint:
         if first:
             tls_log.warning("%s", text)
         return text
+
+
+def _answers_plain_ping(host: str, port: int) -> bool:
+    """Whether a plain-text Redis answers a PING at host:port (within a second)."""
+    try:
+        with socket.create_connection((host, port), timeout=PLAIN_PROBE_TIMEOUT_S) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError:
+        return False
+    # Any RESP reply counts: +PONG, or an error such as -NOAUTH from a server with a password.
+    return answer[:1] in (b"+", b"-") and answer.endswith(b"\r\n")
 
 
 def _check_db(url: str) -> None:

@@ -32,3 +32,4 @@ class DeadLetterReason(StrEnum):
     UNREGISTERED_TASK = "unregistered-task"
     DECODE_ERROR = "decode-error"
     MAX_DELIVERIES_EXCEEDED = "max-deliveries-exceeded"
+    TOO_LARGE = "too-large"

@@ -13,14 +13,31 @@ import ssl
 from typing import Any
 
 from stemrun.config.model import TlsConfig
+from stemrun.config.problem import format_path
+from stemrun.config.tls_files import TLS_FILES, missing_tls_files
+from stemrun.errors import ConfigError
 
 INSECURE_HINT = "set STEM_TLS_ALLOW_INSECURE=true to bypass verification temporarily"
+#: How a failure reads when the server does not speak TLS at all (docs/tls.md).
+NOT_TLS = "the port does not speak TLS"
+_PLAIN_PORT_FIX = "use redis:// (not rediss://) for a plain-text port, or the server's TLS port"
+#: What OpenSSL says when the first bytes back are not a TLS record: a plain-text answer.
+_PLAIN_ANSWERS = ("wrong version number", "record layer failure", "packet length too long")
 
 #: The logger that carries the one handshake warning per failed connection.
 logger = logging.getLogger("stemrun.tls")
 
 # "[SSL: CODE] text (_ssl.c:1006)" -> "text": the bracket and the C source line help nobody.
 _SSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def require_tls_files(tls: TlsConfig | None) -> None:
+    """Raises ConfigError naming each tls path that is not a readable file."""
+    problems = missing_tls_files(tls)
+    if problems:
+        raise ConfigError(
+            [f"{format_path(p.path)} ({TLS_FILES[str(p.path[-1])]}): {p.message}" for p in problems]
+        )
 
 
 def redis_kwargs(tls: TlsConfig | None) -> dict[str, Any]:
@@ -90,6 +107,11 @@ def handshake_warning(
     """
     if isinstance(error, BaseException):
         error = tls_failure_reason(error) or error
+    if any(answer in str(error) for answer in _PLAIN_ANSWERS):
+        error = f"{NOT_TLS} (the server answered in plain text: {error})"
+    if str(error).startswith(NOT_TLS):
+        # No TLS setting gets through a port without TLS: say what to change instead.
+        error = f"{error}: {_PLAIN_PORT_FIX}"
     where = f"{host}:{port}" if port else host
     ca, cert = trust_summary(tls)
     hint = INSECURE_HINT

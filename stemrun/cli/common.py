@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -16,7 +18,10 @@ from stemrun.config.model import Config
 from stemrun.errors import ConfigError, HandlerImportError, StemrunError, UsageError
 from stemrun.logs import setup_logging
 from stemrun.stores import process_local
+from stemrun.supervision import SUPERVISOR_PID_ENV
 from stemrun.url import mask_url
+
+config_log = logging.getLogger("stemrun.config")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,19 +33,31 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def load(ctx: typer.Context) -> Config:
+def load(ctx: typer.Context, *, check_files: bool = False) -> Config:
     """Load the stem.yaml the common options name and set up logging (flags win over the file).
 
-    Raises ConfigError.
+    `check_files`: the tls section's files must exist and be usable. Raises ConfigError.
     """
     from stemrun.config import load_config
 
     given = common_options(ctx)
-    loaded = load_config(given.config)
+    loaded = load_config(given.config, check_files=check_files)
     setup_logging(
         given.log_level or loaded.logging.level, given.log_format or loaded.logging.format
     )
     return loaded
+
+
+def log_config_warnings(config: Config) -> None:
+    """Log what weakens security (docs/security.md, "Warnings") as a process starts.
+
+    Not in the children of `stemrun up`: the supervisor logs them, naming stem.yaml rather than
+    the frozen copy a child loads, at start and for every reload it accepts.
+    """
+    if os.environ.get(SUPERVISOR_PID_ENV):
+        return
+    for warning in config.warnings:
+        config_log.warning("%s", warning)
 
 
 def refuse_memory(config: Config, command: str, *, schedules: bool = False) -> None:

@@ -15,7 +15,15 @@ from stemrun.cli.common import (
     load,
     print_json,
 )
-from stemrun.health import DEFAULT_TIMEOUT_S, Check, Report, check, targets
+from stemrun.health import (
+    DEFAULT_TIMEOUT_S,
+    Check,
+    Report,
+    check,
+    check_tls_files,
+    targets,
+    warnings,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +51,11 @@ def health(
     per_store_s = DEFAULT_TIMEOUT_S
     if timeout is not None:
         per_store_s = duration_flag(timeout, "--timeout", positive=True)
-    report = check(loaded, targets(loaded, broker, backend), per_store_s)
+    items = targets(loaded, broker, backend)
+    check_tls_files(loaded, items)  # a missing certificate is a config error: exit 2
+    for warning in warnings(loaded, items):
+        typer.echo(f"warning: {warning}", err=True)
+    report = check(loaded, items, per_store_s)
     if json_out:
         print_json(report.to_dict())
     else:

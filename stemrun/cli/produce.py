@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -39,7 +41,12 @@ def register(app: typer.Typer) -> None:
 def enqueue(
     ctx: typer.Context,
     task: Annotated[str, typer.Argument(help="Task name declared in stem.yaml.")],
-    args: Annotated[str | None, typer.Option("--args", help="Arguments as a JSON object.")] = None,
+    args: Annotated[
+        str | None,
+        typer.Option(
+            "--args", help="Arguments as a JSON object; @FILE reads it from a file, - from stdin."
+        ),
+    ] = None,
     arg: Annotated[
         list[str] | None, typer.Option("--arg", "-a", help="One argument as key=value.")
     ] = None,
@@ -149,18 +156,37 @@ def _public(record: TaskStatus) -> dict[str, Any]:
 
 
 def parse_args(raw: str | None, pairs: list[str]) -> dict[str, Any]:
-    """`--args` JSON plus `-a key=value` pairs. Raises UsageError."""
+    """`--args` (JSON, `@FILE` or `-` for stdin) plus `-a key=value` pairs. Raises UsageError."""
     args: dict[str, Any] = {}
     if raw is not None:
+        text, source = _args_text(raw)
         try:
-            parsed = json.loads(raw)
+            parsed = json.loads(text)
         except ValueError as exc:
-            raise UsageError(f"--args is not valid JSON: {exc}") from exc
+            raise UsageError(f"--args {source}is not valid JSON: {exc}") from exc
         if not isinstance(parsed, dict):
             raise UsageError(f"--args must be a JSON object, got {type(parsed).__name__}")
         args.update(parsed)
     args.update(_pairs(pairs, "--arg", parse_values=True))
     return args
+
+
+def _args_text(raw: str) -> tuple[str | bytes, str]:
+    """The JSON `--args` names, and where it came from (for messages): inline, file or stdin.
+
+    A file or stdin is how args too large for a command line get in. Raises UsageError when the
+    file cannot be read.
+    """
+    if raw == "-":
+        return sys.stdin.buffer.read(), "- (stdin) "
+    if not raw.startswith("@"):
+        return raw, ""  # JSON never starts with `@`, so inline JSON is never mistaken for a file
+    path = Path(raw[1:])
+    try:
+        return path.read_bytes(), f"{raw} "
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"--args {raw}: cannot read {str(path)!r}: {reason}") from exc
 
 
 def _pairs(items: list[str], flag: str, *, parse_values: bool) -> dict[str, Any]:

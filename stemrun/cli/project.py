@@ -77,12 +77,14 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Validate stem.yaml: schema, environment references, cross references, handler imports."""
-    loaded = load(ctx)
+    loaded = load(ctx, check_files=True)
     if imports:
         _check_imports(loaded)
     mode, cannot_sign = signing_mode(loaded.signing)  # an incomplete producer config exits 2
     if cannot_sign is not None:
         typer.echo(f"warning: {loaded.path}: verify-only signing config: {cannot_sign}", err=True)
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     queues = sorted(set(loaded.queues) | {loaded.default_queue})
     summary = {
         "file": str(loaded.path),
@@ -94,6 +96,7 @@ def validate(
         "workflows": len(loaded.workflows),
         "signing": loaded.signing.algorithm if loaded.signing else None,
         "signing_mode": mode,
+        "warnings": list(loaded.warnings),
     }
     if json_out:
         print_json(summary)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import exits, load, refuse_memory
+from stemrun.cli.common import exits, load, log_config_warnings, refuse_memory
 from stemrun.metrics import serve_worker_metrics
 
 
@@ -43,6 +43,7 @@ def worker(
 
     loaded = load(ctx)
     refuse_memory(loaded, "worker")
+    log_config_warnings(loaded)
     runner = Worker(
         loaded,
         group=group,

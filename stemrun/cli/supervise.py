@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from stemrun.cli.common import exits, load, refuse_memory
+from stemrun.cli.common import exits, load, log_config_warnings, refuse_memory
 from stemrun.cli.options import common_options
 
 
@@ -40,6 +40,7 @@ def up(
 
     loaded = load(ctx)
     refuse_memory(loaded, "up")
+    log_config_warnings(loaded)
     groups = tuple(name.strip() for name in only.split(",") if name.strip()) if only else None
     given = common_options(ctx)  # handed down to the children
     options = UpOptions(

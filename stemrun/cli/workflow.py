@@ -54,7 +54,9 @@ def run(
     args: Annotated[
         str | None,
         typer.Option(
-            "--args", help="JSON object merged into the first chain step or every member."
+            "--args",
+            help="JSON object merged into the first chain step or every member; @FILE reads it "
+            "from a file, - from stdin.",
         ),
     ] = None,
     wait: WaitOpt = False,

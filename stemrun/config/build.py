@@ -8,9 +8,11 @@ from typing import Any
 
 from stemrun.config.duration import parse_duration
 from stemrun.config.model import (
+    DEFAULT_MAX_PAYLOAD,
     DEFAULT_SHUTDOWN_TIMEOUT_S,
     BeatConfig,
     Config,
+    LimitsConfig,
     LoggingConfig,
     QueueConfig,
     RetryBackoff,
@@ -24,6 +26,7 @@ from stemrun.config.model import (
     WorkflowConfig,
 )
 from stemrun.config.semantic import declared_queues
+from stemrun.config.size import parse_size
 
 DEFAULT_BROKER = "sqlite:///.stem/stem.db"
 DEFAULT_UNIQUE_TTL_S = 3600.0
@@ -68,7 +71,15 @@ def _unique(data: dict[str, Any] | None) -> UniqueConfig | None:
     )
 
 
-def _task(name: str, data: dict[str, Any], top: dict[str, Any], result_ttl_s: float) -> TaskConfig:
+def _max_payload(data: dict[str, Any], default: int) -> int:
+    """The `max_payload` of a `limits` section's parent `data`, else `default`."""
+    value = (data.get("limits") or {}).get("max_payload")
+    return default if value is None else parse_size(value)
+
+
+def _task(
+    name: str, data: dict[str, Any], top: dict[str, Any], result_ttl_s: float, max_payload: int
+) -> TaskConfig:
     return TaskConfig(
         name=name,
         handler=data["handler"],
@@ -86,6 +97,7 @@ def _task(name: str, data: dict[str, Any], top: dict[str, Any], result_ttl_s: fl
         expires_s=_seconds(data.get("expires"), None),
         result_ttl_s=_required_seconds(data.get("result_ttl"), result_ttl_s),
         unique=_unique(data.get("unique")),
+        max_payload=_max_payload(data, max_payload),
     )
 
 
@@ -207,6 +219,8 @@ def build_config(data: dict[str, Any], *, path: Path | None, root_dir: Path) -> 
     broker, backend, schedule_store = _stores(data, root_dir)
     result_ttl_s = _required_seconds(data.get("result_ttl"), 86400.0)
     beat = data.get("beat") or {}
+    max_payload = _max_payload(data, DEFAULT_MAX_PAYLOAD)
+    tasks = _named(data, "tasks")
     return Config(
         path=path,
         root_dir=root_dir,
@@ -220,7 +234,7 @@ def build_config(data: dict[str, Any], *, path: Path | None, root_dir: Path) -> 
         prefetch_multiplier=data.get("prefetch_multiplier", 2),
         result_ttl_s=result_ttl_s,
         queues=_queues(data),
-        tasks={n: _task(n, t, data, result_ttl_s) for n, t in _named(data, "tasks").items()},
+        tasks={n: _task(n, t, data, result_ttl_s, max_payload) for n, t in tasks.items()},
         workers={n: _worker(n, w, data) for n, w in _named(data, "workers").items()},
         beat=BeatConfig(
             enabled=beat.get("enabled", True),
@@ -233,4 +247,5 @@ def build_config(data: dict[str, Any], *, path: Path | None, root_dir: Path) -> 
         tls=_tls(data.get("tls"), root_dir),
         metrics_port=(data.get("metrics") or {}).get("port"),
         logging=LoggingConfig(**(data.get("logging") or {})),
+        limits=LimitsConfig(max_payload=max_payload),
     )

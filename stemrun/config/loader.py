@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stemrun.config import semantic
 from stemrun.config.build import build_config
 from stemrun.config.coerce import coerce
+from stemrun.config.insecure import insecure_tls, literal_secrets
 from stemrun.config.interpolate import interpolate
 from stemrun.config.locate import Document, Locations, YamlSyntaxError, parse_yaml
 from stemrun.config.model import Config
 from stemrun.config.overlay import Overlay, apply_overlay
 from stemrun.config.problem import Problem, YamlPath, format_path
 from stemrun.config.schema import schema_problems
+from stemrun.config.tls_files import tls_file_problems
 from stemrun.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "stem.yaml"
@@ -41,8 +44,16 @@ def _read(file: Path) -> str:
         raise ConfigError([message]) from exc
 
 
-def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    check_files: bool = False,
+) -> Config:
     """Load and validate a stem.yaml (default `$STEM_CONFIG`, else `./stem.yaml`).
+
+    With `check_files`, the files the tls section names must exist and be usable by OpenSSL
+    (what `stemrun validate` asks for; other commands find out when they connect).
 
     Raises ConfigError listing every problem, or when the file cannot be read or parsed.
     """
@@ -55,7 +66,9 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
         where = f"{file}:{exc.mark[0]}:{exc.mark[1]}" if exc.mark else str(file)
         raise ConfigError([f"{where}: {exc.message}"]) from exc
     absolute = file.absolute()
-    return _validated(document, str(file), env, path=absolute, root_dir=absolute.parent)
+    return _validated(
+        document, str(file), env, path=absolute, root_dir=absolute.parent, check_files=check_files
+    )
 
 
 def config_from_mapping(
@@ -90,6 +103,7 @@ def _validated(
     *,
     path: Path | None,
     root_dir: Path,
+    check_files: bool = False,
 ) -> Config:
     interpolation = interpolate(document.data, env)
     overlay = apply_overlay(coerce(interpolation.data, interpolation.paths), env)
@@ -103,7 +117,29 @@ def _validated(
     if problems:
         lines = render_problems(problems, source, document.locations, overlay.sources)
         raise ConfigError(lines)
-    return build_config(overlay.data, path=path, root_dir=root_dir)
+    config = build_config(overlay.data, path=path, root_dir=root_dir)
+    files = tls_file_problems(config.tls) if check_files else []
+    if files:
+        raise ConfigError(render_problems(files, source, document.locations, overlay.sources))
+    warnings = _warnings(config, document, overlay)
+    if not warnings:
+        return config
+    lines = render_problems(warnings, source, document.locations, overlay.sources)
+    return replace(config, warnings=tuple(lines))
+
+
+def _warnings(config: Config, document: Document, overlay: Overlay) -> list[Problem]:
+    """What works but weakens security (docs/security.md, "Warnings")."""
+    # Secrets are looked for in the file as written: after interpolation a reference and a
+    # literal look the same.
+    found = literal_secrets(document.data, overlay.sources)
+    stores = {
+        "broker": config.broker,
+        "result_backend": config.result_backend,
+        "schedule_store": config.schedule_store,
+    }
+    insecure = insecure_tls(config.tls, stores)
+    return [*found, insecure] if insecure else found
 
 
 def _overridden(problem: Problem, overlay: Overlay) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from stemrun.config.problem import Problem, YamlPath
+from stemrun.config.yaml_limits import GuardedLoader, YamlRefused
 
 Mark = tuple[int, int]  # 1-based line, column
 
@@ -59,7 +60,7 @@ def _syntax_error(exc: yaml.YAMLError) -> YamlSyntaxError:
 class _Builder:
     """Turns a composed node tree into plain data, recording marks and duplicate keys."""
 
-    def __init__(self, loader: yaml.SafeLoader) -> None:
+    def __init__(self, loader: GuardedLoader) -> None:
         self.loader = loader
         self.locations = Locations()
         self.problems: list[Problem] = []
@@ -72,7 +73,16 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError) as exc:
+            # Plain values that look like a date or a number but are none (2024-13-45).
+            kind = str(node.tag).rpartition(":")[2]
+            message = f"cannot read this value as a {kind}: {exc} (quote it to make it a string)"
+            raise YamlSyntaxError(message, _mark(node)) from exc
 
     def _merged_count(self, node: yaml.MappingNode) -> int:
         """Flatten `<<: *anchor` merge keys; the merged pairs come first in `node.value`."""
@@ -113,9 +123,10 @@ class Document:
 def parse_yaml(text: str) -> Document:
     """The document's data, where each path is, and duplicate-key problems.
 
-    Raises YamlSyntaxError when the text is not valid YAML.
+    Raises YamlSyntaxError when the text is not valid YAML, or goes beyond what stem.yaml allows
+    (nesting, size with aliases expanded, tags: see stemrun.config.yaml_limits).
     """
-    loader = yaml.SafeLoader(text)
+    loader = GuardedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -124,6 +135,8 @@ def parse_yaml(text: str) -> Document:
         data = builder.build(node, ())
     except yaml.YAMLError as exc:
         raise _syntax_error(exc) from exc
+    except YamlRefused as exc:
+        raise YamlSyntaxError(exc.message, exc.mark) from exc
     finally:
         loader.dispose()
     return Document(data, builder.locations, builder.problems)

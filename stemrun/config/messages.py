@@ -21,8 +21,10 @@ _TYPE_NAMES = {
     "null": "nothing",
 }
 _DURATION_HINT = "a duration like '250ms', '10s', '5m', '2h', '1d' or a number of seconds"
+_SIZE_HINT = "a size like '512KiB', '1MiB', '2MB' or a whole number of bytes"
 _PATTERN_HINTS = {
     "^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$": _DURATION_HINT,
+    "^[1-9][0-9]*(B|KB|MB|GB|KiB|MiB|GiB)$": _SIZE_HINT,
     "^[0-9]+/(s|m|h)$": "a rate like '10/s', '100/m' or '5/h'",
 }
 
@@ -65,6 +67,8 @@ def _type(error: ValidationError) -> str:
     expected = _expected(error)
     if expected == ["number", "string"]:
         wanted = _DURATION_HINT
+    elif expected == ["integer", "string"]:
+        wanted = _SIZE_HINT
     elif isinstance(expected, list):
         wanted = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in expected)
     else:

@@ -10,6 +10,8 @@ PoolKind = Literal["process", "thread", "async"]
 
 #: How long a warm stop waits for running tasks (`workers.<name>.shutdown_timeout`).
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+#: The default `limits.max_payload`, in bytes (1 MiB).
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +53,8 @@ class TaskConfig:
     result_ttl_s: float = 86400.0
     unique: UniqueConfig | None = None
     rate_limit_key: str | None = None  # key template of `rate_limit`: one limiter per key
+    # Bytes of the task's encoded message: its `limits.max_payload`, else the top-level one.
+    max_payload: int = DEFAULT_MAX_PAYLOAD
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +120,11 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes; the default of every task's own limit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -146,3 +155,11 @@ class Config:
     tls: TlsConfig | None = None
     metrics_port: int | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Settings that work but weaken security, as `FILE:LINE:COL: path: message` lines
+    # (docs/security.md, "Warnings"); the commands that run things print them.
+    warnings: tuple[str, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def largest_max_payload(self) -> int:
+        """The largest payload limit any task has: what a message must exceed to fit none."""
+        return max([self.limits.max_payload, *(t.max_payload for t in self.tasks.values())])

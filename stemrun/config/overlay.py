@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemrun.config.problem import Problem, YamlPath
+from stemrun.config.size import parse_size
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
@@ -51,6 +52,16 @@ def _boolean(raw: str) -> bool:
         raise _BadValue(f"expected true, 1, false or 0, got {raw!r}") from None
 
 
+def _size(raw: str) -> int | str:
+    """A whole number of bytes as an integer; a size with a unit (`8MiB`) as written."""
+    text = raw.strip()
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise _BadValue(str(exc)) from None
+    return int(text) if text.isdecimal() else text
+
+
 def _key_list(raw: str) -> dict[str, str]:
     """`id:base64,id2:base64` -> {id: base64}; the values are secrets, so never echoed."""
     keys: dict[str, str] = {}
@@ -70,6 +81,7 @@ VARIABLES: dict[str, tuple[YamlPath, Callable[[str], Any]]] = {
     "STEM_DEFAULT_QUEUE": (("default_queue",), _text),
     "STEM_PREFETCH_MULTIPLIER": (("prefetch_multiplier",), _integer(1)),
     "STEM_DEFAULT_MAX_RETRIES": (("default_max_retries",), _integer(0)),
+    "STEM_LIMITS_MAX_PAYLOAD": (("limits", "max_payload"), _size),
     "STEM_SIGNING_ALGORITHM": (("signing", "algorithm"), _algorithm),
     "STEM_SIGNING_KEYS": (("signing", "keys"), _key_list),
     "STEM_SIGNING_ACTIVE_KEY": (("signing", "active_key"), _text),

@@ -15,6 +15,7 @@ from typing import Any
 
 from stemrun.config.duration import parse_duration
 from stemrun.config.flow_checks import check_flow
+from stemrun.config.payload_checks import check_payloads
 from stemrun.config.problem import Problem, YamlPath
 from stemrun.config.schedule_checks import check_schedules
 from stemrun.config.signing_keys import check_signing
@@ -163,4 +164,5 @@ def check(data: Any) -> list[Problem]:
     for checker in checkers:
         problems.extend(checker(data))
     problems.extend(check_signing(data.get("signing")))
+    problems.extend(check_payloads(data, _task_refs(data)))
     return problems

@@ -351,6 +351,8 @@ class Supervisor:
         extra = [self._reload_failures]
         self._metrics = follow_metrics(self._metrics, self.config, config, extra=extra)
         self.config = config
+        for warning in config.warnings:  # the children leave them to this process
+            log.warning("%s", warning)
         self._freeze(text)
         schedule_sync.apply(config)
         self.handovers.use(config)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from stemrun.backends.record import MAX_STARTS, StatusRecord, Transition
 from stemrun.brokers.base import Delivery
 from stemrun.config.model import Config, TaskConfig
+from stemrun.enqueue import oversized
 from stemrun.envelope import Envelope, Verifier, decode, peek_task
 from stemrun.errors import DecodeError, SignatureInvalid
 from stemrun.state import DeadLetterReason, TaskState
@@ -30,6 +31,12 @@ def admit(
 
     This is the one place envelopes are decoded (and, with signing, verified) by the worker.
     """
+    too_large = oversized(delivery.body, config)
+    if too_large is not None:  # refused unparsed: parsing it is the cost the limit prevents
+        error = _error("PayloadTooLarge", too_large)
+        return settle.reject(
+            delivery, DeadLetterReason.TOO_LARGE, error, task=None, attempt=0, now=now, task_id=None
+        )
     task_name, attempt = peek_task(delivery.body)
 
     def reject(

@@ -6,9 +6,10 @@ then `progress` / `heartbeat` frames while a task runs and one `done` frame per 
 `cancel` frame may arrive while a task runs (a reader thread takes it at once): that attempt's
 next ctx.progress()/heartbeat() raises TaskCancelled. The protocol uses duplicated descriptors:
 anything a handler prints goes to stderr, never into the pipe. The child arms SIGALRM for the
-soft time limit of the running attempt. SIGINT and SIGTERM are ignored (a terminal or
-supervisor signals the whole process group, and the parent decides when its children stop): a
-`stop` frame ends the child after its task; the parent uses SIGKILL.
+soft time limit of the running attempt. SIGINT and SIGTERM are ignored (the parent decides when
+its children stop; in their own sessions, a terminal's or supervisor's signals to the worker's
+process group do not reach them anyway): a `stop` frame ends the child after its task; the parent
+uses SIGKILL.
 
 A child never outlives its worker (docs/workers.md): a task that ran on after the worker died
 would finish unrecorded and run again when its delivery is redelivered. The worker passes its pid
@@ -16,6 +17,11 @@ as the only argument; on Linux the kernel SIGKILLs the child when the worker die
 platform a watch thread exits the child within `PARENT_WATCH_S` once its parent pid changes, as
 does the end of stdin (only a dead worker closes it under a live child) or a failed write to the
 worker. Such an exit is silent: there is nobody left to tell.
+
+Nor do the processes its tasks start outlive the child: the worker starts it in a session, so a
+process group, of its own, which those processes join unless they leave it, and kills the group
+whenever it ends the child; the pool's group keeper (group_keeper.py) kills it when the worker
+dies. A child that finds its worker gone kills its own group as it exits.
 
 `ctx.enqueue` in a child opens its own `Stem` client from the config file, on first use.
 """
@@ -177,8 +183,22 @@ def _pump(
 
 
 def _orphaned() -> None:
-    """Exit at once, without cleanup or traceback: the worker that would record the task is gone."""
+    """Exit at once, without cleanup or traceback: the worker that would record the task is gone.
+
+    The processes the task started go too: SIGKILL to the child's own process group, this child
+    included, is the last thing it does.
+    """
+    if _leads_own_group():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
     os._exit(ORPHANED_EXIT)
+
+
+def _leads_own_group() -> bool:
+    """Whether this child leads its process group (the pool starts it in a session of its own).
+
+    Started otherwise (by hand, in a pipeline), its group may hold processes not its own.
+    """
+    return os.getpgrp() == os.getpid()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -226,7 +246,7 @@ def _expected_parent() -> int:
 
 def main() -> int:
     """Serve the parent until it says stop or goes away."""
-    # a terminal or supervisor signals the whole process group; the parent drains its children
+    # only the parent decides when its children stop (see the module docstring)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(_expected_parent())

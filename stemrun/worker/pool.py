@@ -6,8 +6,9 @@ process (default)
     soft: the child arms SIGALRM when it starts the attempt and `SoftTimeLimitExceeded` is raised
     in the running sync handler, so its `except`/`finally` cleanup runs; a handler that catches
     it and returns normally has succeeded.
-    hard: the child is killed (SIGKILL) and replaced by a fresh one; the attempt fails with
-    `HardTimeLimitExceeded` and the normal retry rules apply.
+    hard: the child is killed (SIGKILL) with every process the task started (its process group)
+    and replaced by a fresh one; the attempt fails with `HardTimeLimitExceeded` and the normal
+    retry rules apply.
 thread
     soft: `SoftTimeLimitExceeded` is raised asynchronously in the handler's thread
     (`PyThreadState_SetAsyncExc`). It lands only while the thread runs Python bytecode: a handler
