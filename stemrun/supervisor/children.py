@@ -113,15 +113,16 @@ class Child:
         return None
 
     def kill(self) -> None:
-        """SIGKILL the child's whole process group (its pool processes too); nothing is acked."""
+        """SIGKILL the child's process group; nothing is acked. Its pool processes, each in a
+        group of its own, die with it (see stemrun.worker.child and group_keeper)."""
         self.stopping = True
         self._signal(self._proc.pid, signal.SIGKILL, group=True)
 
     def kill_leftovers(self) -> None:
-        """After an unexpected exit: SIGKILL what is left of its process group (pool processes).
+        """After an unexpected exit: SIGKILL what is left of its process group.
 
-        An orphaned pool process would finish its task with nobody to record the result, and the
-        task is redelivered anyway once the dead worker's lease lapses.
+        Pool processes lead groups of their own and die with their worker on their own; this
+        catches anything else the worker started in its group.
         """
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
