@@ -112,6 +112,8 @@ def test_redis_restart_under_load(project: Project, tmp_path: Path) -> None:
             workers = [project.start("worker", "-n", name) for name in ("first", "second")]
             ids = enqueue(stem, 300, 0)
             wait_until(lambda: len(project.ledger_lines()) >= 50, 60, "workers never started")
+            # Both running: a worker that cannot reach its stores at start exits 1, by design.
+            wait_until(lambda: project.logs().count(" consuming ") == 2, 60, "a worker is slow")
             server.kill()
             with pytest.raises(StemrunError, match="Redis is unreachable"):
                 stem.enqueue("record", args={"n": -1})
