@@ -1,8 +1,9 @@
-"""Record and publish in one write when the broker and the result backend are one store.
+"""What the broker and the result backend do together when they are one store.
 
-A SQL database runs both inserts in one transaction; a Redis runs one script made of the
+Enqueue: a SQL database runs both inserts in one transaction; a Redis runs one script made of the
 broker's and the backend's Lua functions. Any other pair (different stores, or the in-process
-memory stores) goes through the outbox (stemrun.outbox).
+memory stores) goes through the outbox (stemrun.outbox). Fetch: on one Redis, the worker's fetch
+also reads the fetched tasks' status records for the backend's next write.
 """
 
 from __future__ import annotations
