@@ -98,8 +98,8 @@ class Settler:
         Raises BackendError / BrokerError; the batch then stays pending and is written again
         (every write in it is fenced or keyed by its receipt).
         """
-        if not self._pending:
-            return self._backend.transition(also) if also else []
+        if not self._pending and not also:
+            return []
         batch, accepted = settle.apply(
             self._backend,
             self._broker,
